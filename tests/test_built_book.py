@@ -1,0 +1,64 @@
+"""The built HTML book (`make book` runs first in `make test`): a page per _toc.yml entry, no error output or
+traceback anywhere, launch buttons built from the one repository URL, solutions hidden behind a toggle."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from utils import notebooks
+
+ROOT = Path(__file__).resolve().parents[1]
+HTML = ROOT / "_build" / "html"
+
+
+@pytest.fixture(scope="module")
+def pages() -> dict[Path, str]:
+    if not (HTML / "index.html").is_file():
+        pytest.fail(f"no built book at {HTML}: run `make book` first (`make test` does)")
+    return {path: (HTML / path.relative_to(ROOT)).with_suffix(".html").read_text(encoding="utf-8")
+            for path in notebooks.toc_files(ROOT) if (HTML / path.relative_to(ROOT)).with_suffix(".html").is_file()}
+
+
+def test_index_and_one_page_per_toc_entry(pages):
+    assert (HTML / "index.html").is_file()
+    expected = notebooks.toc_files(ROOT)
+    missing = [str(p.relative_to(ROOT)) for p in expected if p not in pages]
+    assert not missing, f"no HTML page for {missing}"
+
+
+def test_no_error_output_or_traceback_anywhere():
+    offenders = []
+    for page in HTML.rglob("*.html"):
+        text = page.read_text(encoding="utf-8", errors="replace")
+        for marker in ("Traceback (most recent call last)", 'class="output traceback', "output error",
+                       "ansi-red-fg\">---------------------------------------------------------------------------"):
+            if marker in text:
+                offenders.append(f"{page.relative_to(HTML)}: {marker}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_notebook_pages_have_executed_outputs_and_launch_buttons(pages):
+    config = notebooks.book_config(ROOT)
+    url = config["repository"]["url"].removeprefix("https://github.com/")
+    for path, html in pages.items():
+        if path.suffix != ".ipynb":
+            continue
+        assert 'class="cell_output' in html, f"{path.name}: no executed output in the page"
+        assert re.search(rf"colab\.research\.google\.com/github/{re.escape(url)}/blob/main/", html), \
+            f"{path.name}: no Colab launch button for {url}"
+        assert "mybinder.org" in html, f"{path.name}: no Binder launch button"
+        assert config["launch_buttons"]["jupyterhub_url"] in html, f"{path.name}: no JupyterHub button"
+        assert (HTML / "_sources" / path.relative_to(ROOT)).is_file(), f"{path.name}: no .ipynb to download"
+
+
+def test_lab_solutions_are_hidden_behind_a_toggle(pages):
+    for path, html in pages.items():
+        if path.parent.name == "labs":
+            assert "tag_solution" in html and "tag_hide-input" in html, f"{path.name}: solutions not hidden"
+
+
+def test_math_is_rendered(pages):
+    assert any("mathjax" in html.lower() for html in pages.values())
