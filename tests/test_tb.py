@@ -249,3 +249,30 @@ def test_plots_and_headless_show(root, monkeypatch):
     monkeypatch.setenv("JPY_SESSION_NAME", "x")
     monkeypatch.setenv("BOOK_HEADLESS", "1")
     assert not tb.is_live_notebook()
+
+
+def test_graph_round_trip(root):
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    with tb.open_run("ch", "graph", root=root) as writer:
+        writer.add_graph(model, torch.zeros(2, 3))
+        writer.add_scalar("x", 1, 0)
+    ops = {node.op for node in tb.read_graph(root / "ch" / "graph").node}
+    assert {"aten::linear", "aten::relu"} <= ops
+    with tb.open_run("ch", "nograph", root=root) as writer:
+        writer.add_scalar("x", 1, 0)
+    with pytest.raises(tb.TagNotFoundError, match="add_graph"):
+        tb.read_graph(root / "ch" / "nograph")
+
+
+def test_embedding_round_trip(root):
+    vectors = np.arange(20, dtype=float).reshape(10, 2)
+    sprites = torch.zeros(10, 3, 8, 8)
+    with tb.open_run("ch", "emb", root=root) as writer:
+        writer.add_embedding(vectors, metadata=[f"digit {i}" for i in range(10)], label_img=sprites,
+                             global_step=0, tag="pixels")
+    [row] = tb.read_embeddings(root / "ch" / "emb").itertuples()
+    np.testing.assert_allclose(row.vectors, vectors)
+    assert row.labels == [f"digit {i}" for i in range(10)]
+    assert row.sprite.shape[:2] == (32, 32)  # 10 images of 8x8 on a 4x4 grid
+    with pytest.raises(tb.RunNotFoundError, match="projector_config"):
+        tb.read_embeddings(root)

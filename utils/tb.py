@@ -5,7 +5,8 @@ Writing
     one run directory ``runs/<chapter>/<run>``, an event file name no other writer can take, hyper-parameters
     recorded in the run itself, and flush + close on exit, even when the block raises.
 Reading
-    ``read_scalars``, ``read_histograms``, ``read_text`` and ``read_images`` return what a run holds, using
+    ``read_scalars``, ``read_histograms``, ``read_text``, ``read_images``, ``read_hparams``, ``read_graph``
+    and ``read_embeddings`` return what a run holds, using
     ``EventAccumulator`` with no sample cap. They read tensorboardX files and TF2 ``tf.summary`` files (which
     store scalars and histograms as tensors).
 Showing
@@ -354,6 +355,44 @@ def read_images(run: str | Path, tag: str) -> list[tuple[int, np.ndarray]]:
     else:
         raise _missing(run, "images", tag, available)
     return [(step, np.asarray(Image.open(io.BytesIO(png)))) for step, png in encoded]
+
+
+def read_graph(run: str | Path):
+    """The model graph a run holds (``add_graph`` of tensorboardX, or Keras' ``TensorBoard(write_graph=True)``),
+    as a TensorFlow ``GraphDef`` protobuf: ``len(graph.node)`` nodes, each with ``.name`` and ``.op``."""
+    acc = _load(run)
+    if not acc.Tags()["graph"]:
+        raise TagNotFoundError(f"run {run} holds no graph: log one with writer.add_graph(model, example_input) "
+                               "(PyTorch) or keras.callbacks.TensorBoard(write_graph=True)")
+    return acc.Graph()
+
+
+def read_embeddings(logdir: str | Path) -> pd.DataFrame:
+    """The embeddings ``add_embedding`` wrote under ``logdir`` (for the Projector): one row per embedding with
+    ``tensor_name, vectors`` (an ``(N, D)`` float array), ``labels`` (the metadata column, or ``None``) and
+    ``sprite`` (the sprite image as an ``(H, W, C)`` uint8 array, or ``None``). tensorboardX writes these as
+    TSV/PNG files listed in ``projector_config.pbtxt``, not as events."""
+    from google.protobuf import text_format
+    from PIL import Image
+    from tensorboard.plugins.projector import projector_config_pb2
+
+    root = Path(logdir)
+    config_file = root / "projector_config.pbtxt"
+    if not config_file.is_file():
+        raise RunNotFoundError(f"no projector_config.pbtxt in {root}: was add_embedding called with this "
+                               "run's writer, and the writer closed?")
+    config = text_format.Parse(config_file.read_text(), projector_config_pb2.ProjectorConfig())
+    rows = []
+    for embedding in config.embeddings:
+        vectors = np.loadtxt(root / embedding.tensor_path, delimiter="\t", ndmin=2)
+        labels = None
+        if embedding.metadata_path:
+            labels = (root / embedding.metadata_path).read_text(encoding="utf-8").splitlines()
+        sprite = None
+        if embedding.sprite.image_path:
+            sprite = np.asarray(Image.open(root / embedding.sprite.image_path))
+        rows.append((embedding.tensor_name, vectors, labels, sprite))
+    return pd.DataFrame(rows, columns=["tensor_name", "vectors", "labels", "sprite"])
 
 
 # --------------------------------------------------------------------------------------------- checking
