@@ -70,7 +70,9 @@ def test_committed_stripped_with_python3_kernel(path):
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)
 def test_first_code_cell_is_the_shared_bootstrap(path):
     expected = notebooks.bootstrap_source(root=ROOT)
-    assert code_cells(read(path))[0].source == expected, "run `make sync-bootstrap`"
+    first = code_cells(read(path))[0]
+    assert first.source == expected, "run `make sync-bootstrap`"
+    assert first.metadata.get("tags") == notebooks.BOOTSTRAP_TAGS, "run `make sync-bootstrap`"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=IDS)

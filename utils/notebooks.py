@@ -29,9 +29,9 @@ EXERCISE_TAG = "exercise"
 CHECK_TAG = "check"
 
 _BOOTSTRAP_TEMPLATE = '''\
-# Set-up. On Colab: install what Colab lacks (tensorboardX and this book's `utils` package, from the
-# repository at the ref below); Colab's own torch and TensorFlow are kept. Anywhere else: nothing to do
-# (`make lab` has installed everything).
+# Set-up. On Colab: install what Colab lacks, tensorboardX and this book's `utils`
+# (from the repository, at the ref below); Colab's own torch and TensorFlow are kept.
+# Anywhere else this does nothing: `make lab` has installed everything.
 import importlib
 import importlib.util
 import subprocess
@@ -40,9 +40,13 @@ import sys
 BOOK_REPOSITORY = "{url}"
 BOOK_REF = "{ref}"
 if "google.colab" in sys.modules and importlib.util.find_spec("utils") is None:
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-build-isolation",
-                    f"llm-tb-book @ git+{{BOOK_REPOSITORY}}@{{BOOK_REF}}"], check=True)
+    package = f"llm-tb-book @ git+{{BOOK_REPOSITORY}}@{{BOOK_REF}}"
+    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-build-isolation"]
+    subprocess.run([*pip, package], check=True)
     importlib.invalidate_caches()'''
+
+#: The bootstrap cell is folded away in the HTML book (a click shows it).
+BOOTSTRAP_TAGS = ["hide-input"]
 
 
 def book_config(root: Path | None = None) -> dict[str, Any]:
@@ -154,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         nb = nbformat.read(path, as_version=4)
         if args.command == "sync-bootstrap":
             first_code_cell(nb).source = source
+            first_code_cell(nb).metadata["tags"] = list(BOOTSTRAP_TAGS)
         else:
             nb = strip(nb)
         _write(nb, path)
