@@ -13,7 +13,7 @@ INSTALLED := $(VENV)/.installed-$(INSTALL_HASH)
 export TF_CPP_MIN_LOG_LEVEL := 1
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: help install book test lint tensorboard lab student strip sync-bootstrap lock clean
+.PHONY: help install browser book test lint tensorboard lab student strip sync-bootstrap lock clean
 
 help:
 	@echo "make book         build the HTML book into _build/html (executes every notebook)"
@@ -37,6 +37,16 @@ $(INSTALLED): requirements.txt constraints.txt pyproject.toml
 	@$(PY) -m pip check
 	@touch $@
 
+# The built-book test renders pages in a real headless Chromium (Debian's package; installed here when missing
+# and we are root with apt-get, as on CI). Elsewhere: install Chromium, or set BOOK_BROWSER to a Chrome binary.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || [ -n "$${BOOK_BROWSER:-}" ] || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian's chromium for the browser tests (about 1 minute) ..."; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "The tests need headless Chromium: install it (e.g. sudo apt-get install chromium) or set BOOK_BROWSER"; \
+	    exit 1; fi; }
+
 book: install
 	BOOK_HEADLESS=1 $(VENV)/bin/jupyter-book build . --warningiserror --nitpick --keep-going
 	@echo "The book: file://$(CURDIR)/_build/html/index.html"
@@ -48,7 +58,7 @@ define no_files_beside_notebooks
 	echo "$$stray"; exit 1; fi
 endef
 
-test: install lint book
+test: install browser lint book
 	$(no_files_beside_notebooks)
 	BOOK_HEADLESS=1 $(PY) -m pytest tests --nbmake book labs --nbmake-timeout=900 -p no:cacheprovider
 	$(no_files_beside_notebooks)
