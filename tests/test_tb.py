@@ -276,3 +276,23 @@ def test_embedding_round_trip(root):
     assert row.sprite.shape[:2] == (32, 32)  # 10 images of 8x8 on a 4x4 grid
     with pytest.raises(tb.RunNotFoundError, match="projector_config"):
         tb.read_embeddings(root)
+
+
+def test_resumed_run_reads_each_step_once_for_every_kind(root):
+    """Steps 0-4 written, then the run resumed at step 3 (as after a crash): scalars and text show each step
+    once, with the values written after the resume."""
+    with tb.open_run("ch", "resumed", root=root, purge_step=0) as writer:
+        for step in range(5):
+            writer.add_scalar("loss", float(step), step)
+            writer.add_text("note", f"first {step}", step)
+    with tb.open_run("ch", "resumed", root=root, on_exists="append", purge_step=3) as writer:
+        for step in range(3, 6):
+            writer.add_scalar("loss", 10.0 + step, step)
+            writer.add_text("note", f"second {step}", step)
+    run = root / "ch" / "resumed"
+    scalars = tb.read_scalars(run, ["loss"])
+    assert scalars.step.tolist() == [0, 1, 2, 3, 4, 5]
+    assert scalars.value.tolist() == [0, 1, 2, 13, 14, 15]
+    text = tb.read_text(run, "note")
+    assert text.step.tolist() == [0, 1, 2, 3, 4, 5]
+    assert text.text.tolist()[2:4] == ["first 2", "second 3"]

@@ -1,4 +1,4 @@
-"""A decoder-only transformer (GPT) in PyTorch: the model the book pretrains (chapter 3) and fine-tunes.
+"""A decoder-only transformer (GPT) in PyTorch: the model the book pretrains (chapter 5) and fine-tunes.
 
 nanoGPT's design, written to be read: token + position embeddings, ``n_layer`` pre-norm residual blocks
 (causal self-attention through ``F.scaled_dot_product_attention``, then a 4x MLP with GELU), a final

@@ -239,11 +239,24 @@ def _missing(run: str | Path, kind: str, tag: str, available: Mapping[str, list[
                             f"Logged {kind}: {logged or 'none'}. Other tags: {others or 'none'}.")
 
 
+def _tensor_events(acc, tag: str) -> list:
+    """The tensor events of a tag, one per step: the last one written.
+
+    TensorBoard's Python loader purges on a resumed run (``purge_step``) only the classic scalar, histogram
+    and image records, not tensors (text, and TF2 scalars and histograms), so a step written before an
+    interruption and again after the resume would appear twice. Keeping the last value written for a step
+    is what TensorBoard's Rust loader does."""
+    latest = {}
+    for event in acc.Tensors(tag):
+        latest[event.step] = event
+    return sorted(latest.values(), key=lambda event: event.step)
+
+
 def _tensor_scalar_rows(acc, tag: str) -> list[tuple[float, int, float]]:
     from tensorboard.util import tensor_util
 
     return [(e.wall_time, e.step, float(tensor_util.make_ndarray(e.tensor_proto).reshape(-1)[0]))
-            for e in acc.Tensors(tag)]
+            for e in _tensor_events(acc, tag)]
 
 
 def read_scalars(run: str | Path, tags: Sequence[str] | None = None) -> pd.DataFrame:
@@ -312,7 +325,7 @@ def read_histograms(run: str | Path, tag: str) -> pd.DataFrame:
             edges = np.concatenate([[lefts[0]], np.minimum(limits, max(h.max, lefts[-1]))])
             rows.append((e.step, e.wall_time, h.min, h.max, h.num, h.sum, edges, counts))
     elif tag in available["histograms"]:
-        for e in acc.Tensors(tag):
+        for e in _tensor_events(acc, tag):
             buckets = tensor_util.make_ndarray(e.tensor_proto).reshape(-1, 3)  # (k, [left, right, count])
             edges = np.concatenate([buckets[:1, 0], buckets[:, 1]])
             counts = buckets[:, 2]
@@ -334,7 +347,7 @@ def read_text(run: str | Path, tag: str) -> pd.DataFrame:
     if name not in available["text"]:
         raise _missing(run, "text", tag, available)
     rows = []
-    for e in acc.Tensors(name):
+    for e in _tensor_events(acc, name):
         value = tensor_util.make_ndarray(e.tensor_proto).reshape(-1)[0]
         rows.append((e.step, value.decode("utf-8") if isinstance(value, bytes) else str(value)))
     return pd.DataFrame(rows, columns=["step", "text"])
@@ -350,7 +363,7 @@ def read_images(run: str | Path, tag: str) -> list[tuple[int, np.ndarray]]:
     if tag in acc.Tags()["images"]:
         encoded = [(e.step, e.encoded_image_string) for e in acc.Images(tag)]
     elif tag in available["images"]:  # TF2: a string tensor [width, height, png, png, ...]
-        encoded = [(e.step, png) for e in acc.Tensors(tag)
+        encoded = [(e.step, png) for e in _tensor_events(acc, tag)
                    for png in tensor_util.make_ndarray(e.tensor_proto).reshape(-1)[2:]]
     else:
         raise _missing(run, "images", tag, available)

@@ -1,0 +1,50 @@
+"""utils.schedule: warm-up + cosine, as a pure function and through torch's LambdaLR."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from utils.schedule import lr_lambda, warmup_cosine
+
+KW = dict(max_lr=1e-3, warmup_steps=10, total_steps=110, min_lr=1e-4)
+
+
+def test_key_steps():
+    assert warmup_cosine(0, **KW) == pytest.approx(1e-4)  # max_lr / warmup_steps: the first update is not wasted
+    assert warmup_cosine(9, **KW) == pytest.approx(1e-3)  # end of warm-up
+    assert warmup_cosine(10, **KW) == pytest.approx(1e-3)  # cosine starts at the peak
+    assert warmup_cosine(60, **KW) == pytest.approx((1e-3 + 1e-4) / 2)  # half-way: the mean of peak and floor
+    assert warmup_cosine(110, **KW) == pytest.approx(1e-4)
+    assert warmup_cosine(500, **KW) == pytest.approx(1e-4)  # stays at the floor, never rises again
+
+
+def test_monotone_and_bounded():
+    values = [warmup_cosine(s, **KW) for s in range(200)]
+    assert all(b >= a for a, b in zip(values[:10], values[1:10], strict=False))
+    assert all(b <= a + 1e-15 for a, b in zip(values[10:], values[11:], strict=False))
+    assert min(values) >= KW["min_lr"] - 1e-15 and max(values) <= KW["max_lr"] + 1e-15
+
+
+def test_no_warmup_and_errors():
+    assert warmup_cosine(0, max_lr=1.0, warmup_steps=0, total_steps=10) == pytest.approx(1.0)
+    assert warmup_cosine(5, max_lr=1.0, warmup_steps=0, total_steps=10) == pytest.approx(0.5)
+    with pytest.raises(ValueError):
+        warmup_cosine(-1, **KW)
+    with pytest.raises(ValueError):
+        warmup_cosine(0, max_lr=1.0, warmup_steps=20, total_steps=10)
+
+
+def test_lambda_lr_matches_the_function():
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=KW["max_lr"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(**KW))
+    seen = []
+    for _ in range(120):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert seen == pytest.approx([warmup_cosine(s, **KW) for s in range(120)])
+    assert math.isclose(lr_lambda(max_lr=0.0, warmup_steps=0, total_steps=5)(3), 0.0)
