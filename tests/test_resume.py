@@ -5,6 +5,7 @@ TensorBoard server with both of its loaders (``--load_fast=true``, Rust; ``--loa
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -81,6 +82,7 @@ def test_sigkill_then_resume_shows_each_step_once(tmp_path):
             os.kill(process.pid, signal.SIGKILL)
             break
     process.wait(timeout=30)
+    killed_pid = process.pid
     assert process.returncode == -signal.SIGKILL, "".join(output)
     checkpoint_step = KILL_AT // CHECKPOINT_EVERY * CHECKPOINT_EVERY
     assert ckpt.latest_checkpoint(tmp_path / "ckpt") == ckpt.step_path(tmp_path / "ckpt", checkpoint_step)
@@ -97,7 +99,12 @@ def test_sigkill_then_resume_shows_each_step_once(tmp_path):
     expected_val = [*range(0, STEPS, EVAL_EVERY), STEPS - 1]
     scalars = tb.assert_logged(run, {"train/loss": list(range(STEPS)), "train/lr": list(range(STEPS)),
                                      "val/loss": expected_val})
-    assert len(list(run.glob("events.out.tfevents.*"))) == 2  # one file per segment
+    # every flush starts a new event file; the two segments' files (named by their writer's pid) must sort
+    # in the order they were written, since both TensorBoard loaders read a run's files in name order
+    writers = [int(re.search(r"\.(\d+)\.\d+(?:\.\d{4})?$", p.name).group(1))
+               for p in sorted(run.glob("events.out.tfevents.*"))]
+    first = writers.count(killed_pid)
+    assert first > 0 and writers == [killed_pid] * first + [process.pid] * (len(writers) - first)
     train_loss = scalars[scalars.tag == "train/loss"]
     written_before = before.set_index("step").value
     kept = train_loss[train_loss.step < checkpoint_step].set_index("step").value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -296,3 +297,35 @@ def test_resumed_run_reads_each_step_once_for_every_kind(root):
     text = tb.read_text(run, "note")
     assert text.step.tolist() == [0, 1, 2, 3, 4, 5]
     assert text.text.tolist()[2:4] == ["first 2", "second 3"]
+
+
+def test_a_run_is_parsed_once_until_its_files_change(root):
+    with tb.open_run("ch", "cached", root=root) as writer:
+        writer.add_scalar("x", 1.0, 0)
+    run = root / "ch" / "cached"
+    assert tb._load(run) is tb._load(run)  # read_scalars, read_text, assert_logged... share one parse
+    with tb.open_run("ch", "cached", root=root, on_exists="append") as writer:
+        writer.add_scalar("x", 2.0, 1)
+    assert tb.read_scalars(run).value.tolist() == [1.0, 2.0]  # a new file is seen
+    writer = tb.RunWriter(run, flush_secs=1)
+    writer.add_scalar("x", 3.0, 2)
+    writer.flush()
+    assert tb.read_scalars(run).value.tolist() == [1.0, 2.0, 3.0]  # so is a file that grew
+    writer.add_scalar("x", 4.0, 3)
+    writer.close()
+    assert tb.read_scalars(run).value.tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_flush_writes_every_pending_event_at_once(root):
+    """tensorboardX's flush() leaves queued events unwritten; RunWriter.flush() writes them before returning,
+    so a run killed right after a flush (as before a checkpoint) has lost nothing."""
+    with tb.open_run("ch", "flushed", root=root, purge_step=0) as writer:
+        run = Path(writer.logdir)
+        for step in range(3):
+            writer.add_scalar("x", float(step), step)
+            writer.flush()
+            assert tb.read_scalars(run).step.tolist() == list(range(step + 1))
+        writer.flush()  # nothing pending: no new file
+        files = sorted(p.name for p in run.iterdir())
+    assert len(files) == 3  # one event file per flushed segment, all read as one run
+    assert tb.read_scalars(run).step.tolist() == [0, 1, 2]
