@@ -48,3 +48,19 @@ def test_lambda_lr_matches_the_function():
         scheduler.step()
     assert seen == pytest.approx([warmup_cosine(s, **KW) for s in range(120)])
     assert math.isclose(lr_lambda(max_lr=0.0, warmup_steps=0, total_steps=5)(3), 0.0)
+
+
+@pytest.mark.parametrize("warmup_steps", [10, 0])
+def test_the_keras_schedule_is_the_same_function(warmup_steps):
+    """utils.keras_tb re-states the schedule in Keras ops (Keras calls it with a symbolic step); it must give
+    the numbers of utils.schedule.warmup_cosine at every step, after total_steps included."""
+    import numpy as np
+
+    from utils.keras_tb import warmup_cosine_schedule
+
+    kw = {**KW, "warmup_steps": warmup_steps}
+    keras_schedule = warmup_cosine_schedule(**kw)
+    steps = np.arange(0, 160)
+    got = np.array([float(keras_schedule(step)) for step in steps])
+    expected = np.array([warmup_cosine(int(step), **kw) for step in steps])
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=0)
