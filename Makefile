@@ -13,16 +13,15 @@ INSTALLED := $(VENV)/.installed-$(INSTALL_HASH)
 export TF_CPP_MIN_LOG_LEVEL := 1
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: help install browser book test lint tensorboard lab student strip sync-bootstrap lock pretrained clean
+.PHONY: help install browser book test lint tensorboard lab strip sync-bootstrap lock pretrained clean
 
 help:
 	@echo "make book         build the HTML book into _build/html (executes every notebook)"
 	@echo "make test         the whole suite: lint, unit tests, TensorBoard server, every notebook, the built book"
 	@echo "make lab          JupyterLab on this repository (127.0.0.1)"
 	@echo "make tensorboard  TensorBoard on runs/ (127.0.0.1:6006)"
-	@echo "make student      solution-free copies of the labs in _build/student"
 	@echo "make strip        strip outputs from every notebook (as they are committed)"
-	@echo "make pretrained   retrain the shipped GPT checkpoint utils/data/gpt_shakespeare.pt (about 5 min)"
+	@echo "make pretrained   retrain the shipped GPT utils/data/gpt_shakespeare.safetensors (about 5 min)"
 
 install: $(INSTALLED)
 
@@ -73,10 +72,7 @@ tensorboard: install
 	$(VENV)/bin/tensorboard --logdir runs --host 127.0.0.1 --port 6006
 
 lab: install
-	$(VENV)/bin/jupyter lab --ip 127.0.0.1 --no-browser $(ROOT_FLAG)
-
-student: install
-	$(PY) -m utils.notebooks student _build/student
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/jupyter lab --ip 127.0.0.1 --no-browser $(ROOT_FLAG)  # tb.show() finds tensorboard
 
 strip: install
 	$(PY) -m utils.notebooks strip
@@ -92,9 +88,9 @@ lock: install
 	} > constraints.txt
 
 # The pretrained GPT the fine-tuning chapter loads: the pretraining chapter's code, trained longer. Writes
-# utils/data/gpt_shakespeare.pt, its .sha256 and its event file (utils/data/gpt_shakespeare_run/); commit all.
+# utils/data/gpt_shakespeare.safetensors, its .sha256 and its event file (utils/data/gpt_shakespeare_run/); commit all.
 pretrained: install
-	$(PY) -m utils.pretrain --out utils/data/gpt_shakespeare.pt --threads 1
+	$(PY) -m utils.pretrain --out utils/data/gpt_shakespeare.safetensors --threads 1
 
 clean:
 	rm -rf _build runs

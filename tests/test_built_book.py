@@ -32,9 +32,11 @@ def test_index_and_one_page_per_toc_entry(pages):
     assert not missing, f"no HTML page for {missing}"
 
 
-def test_no_error_output_or_traceback_anywhere():
+def test_no_error_output_or_traceback_anywhere(pages):
+    scanned = sorted(HTML.rglob("*.html"))
+    assert pages and len(scanned) >= len(pages), f"only {len(scanned)} HTML files under {HTML}: nothing to check"
     offenders = []
-    for page in HTML.rglob("*.html"):
+    for page in scanned:
         text = page.read_text(encoding="utf-8", errors="replace")
         # an error output (myst-nb renders it as a traceback block) or a printed traceback
         for marker in ("Traceback (most recent call last)", 'class="output traceback', "highlight-ipythontb",
@@ -58,10 +60,11 @@ def test_notebook_pages_have_executed_outputs_and_launch_buttons(pages):
         assert (HTML / "_sources" / path.relative_to(ROOT)).is_file(), f"{path.name}: no .ipynb to download"
 
 
-def test_lab_solutions_are_hidden_behind_a_toggle(pages):
+def test_lab_pages_hold_exercises_and_no_solution(pages):
     for path, html in pages.items():
         if path.parent.name == "labs":
-            assert "tag_solution" in html and "tag_hide-input" in html, f"{path.name}: solutions not hidden"
+            assert "tag_exercise" in html and "NotImplementedError" in html, f"{path.name}: no exercise shown"
+            assert "tag_solution" not in html, f"{path.name}: a solution cell reached the book"
 
 
 def browser() -> str:

@@ -115,29 +115,55 @@ def test_listing_and_pruning(tmp_path):
 # --------------------------------------------------------------------------------------------- the shipped GPT
 
 
-def test_pretrained_checkpoint_is_small_verified_and_good():
+def test_pretrained_weights_are_small_verified_and_good():
+    from safetensors import safe_open
+
     from utils import pretrained
 
     model, tokenizer, info = pretrained.load_pretrained()
+    assert pretrained.PRETRAINED_PATH.suffix == ".safetensors"
     assert pretrained.PRETRAINED_PATH.stat().st_size < 5e6
     assert info["sha256"] == pretrained.expected_sha256() and info["source"] == "checkpoint"
     assert info["metrics"]["val_loss"] < 1.88  # nanoGPT's CPU reference on this corpus
     assert tokenizer.vocab_size == model.config.vocab_size == 65 and not model.training
-    state = torch.load(pretrained.PRETRAINED_PATH, weights_only=True)
-    assert "optimizer" not in state  # weights only: the optimizer's moments would triple the size
+    with safe_open(str(pretrained.PRETRAINED_PATH), framework="pt") as handle:
+        names = set(handle.keys())
+    # weights only (no optimizer moments, which would triple the size), the tied matrix stored once
+    assert names | {"transformer.wte.weight"} == set(model.state_dict())
+    assert model.lm_head.weight is model.transformer.wte.weight
 
 
-def test_pretrained_checkpoint_tampered_or_missing(tmp_path):
+def test_pretrained_weights_tampered_or_missing(tmp_path):
     import shutil
 
     from utils import pretrained
+    from utils.integrity import IntegrityError
 
-    copy = tmp_path / "gpt.pt"
+    copy = tmp_path / "gpt.safetensors"
     shutil.copy(pretrained.PRETRAINED_PATH, copy)
-    with pytest.raises(ckpt.CheckpointNotFoundError, match=r"gpt\.pt\.sha256 is missing"):
+    with pytest.raises(ckpt.CheckpointNotFoundError, match=r"gpt\.safetensors\.sha256 is missing"):
         pretrained.load_pretrained(copy)
-    (tmp_path / "gpt.pt.sha256").write_text("0" * 64 + "  gpt.pt\n")
-    with pytest.raises(pretrained.PretrainedIntegrityError, match="was modified or truncated"):
+    (tmp_path / "gpt.safetensors.sha256").write_text("0" * 64 + "  gpt.safetensors\n")
+    with pytest.raises(IntegrityError, match="modified or truncated"):
         pretrained.load_pretrained(copy)
-    with pytest.raises(ckpt.CheckpointNotFoundError, match="utils.pretrain"):
-        pretrained.load_pretrained(tmp_path / "absent.pt")
+    with pytest.raises(ckpt.CheckpointNotFoundError, match="make pretrained"):
+        pretrained.load_pretrained(tmp_path / "absent.safetensors")
+
+
+class _Payload:
+    """Unpickling this runs code: what a malicious checkpoint would do."""
+
+    def __reduce__(self):
+        return (exec, ("import pathlib; pathlib.Path(__import__('os').environ['PAYLOAD_FLAG']).touch()",))
+
+
+def test_loading_refuses_a_checkpoint_that_would_run_code(tmp_path, monkeypatch):
+    flag = tmp_path / "ran"
+    monkeypatch.setenv("PAYLOAD_FLAG", str(flag))
+    path = tmp_path / "evil.pt"
+    torch.save({"format_version": 1, "step": 1, "model": {}, "extra": _Payload()}, path)
+    with pytest.raises(ckpt.CheckpointCorruptError):
+        ckpt.load_checkpoint(path, model=_model())
+    with pytest.raises(ckpt.CheckpointCorruptError, match="not a checkpoint"):
+        ckpt.read_checkpoint(path)
+    assert not flag.exists()  # the payload never ran

@@ -16,11 +16,14 @@ ARTICLE_B = np.array([0.1, 0.2, 0.3])
 ARTICLE_X = np.arange(1.0, 11.0)
 
 
-def test_the_article_sum_is_1_427_not_0_392():
-    value = -(math.log(0.4) + math.log(0.6))
-    assert round(value, 3) == 1.427
-    assert round(value / math.log(10), 3) == 0.620  # log10
-    assert round(value / math.log(2), 3) == 2.059  # log2 (bits)
+def test_the_article_sum_is_the_y1_terms_only_and_misses_ln_2():
+    """The outline's -[ln 0.4 + ln 0.6] (1.427, not 0.392) is the BCE of the two y=1 outputs alone; the y=0
+    output with y_hat = 0.5 adds -ln(1 - 0.5) = ln 2. Checked on ``binary_cross_entropy``, not on math.log."""
+    y1_only = ce.binary_cross_entropy([0.4, 0.6], [1, 1], "sum")
+    assert round(y1_only, 3) == 1.427
+    full = ce.binary_cross_entropy([0.4, 0.5, 0.6], [1, 0, 1], "sum")
+    assert full - y1_only == pytest.approx(math.log(2), rel=1e-12)
+    assert ce.binary_cross_entropy([0.5], [0], "sum") == pytest.approx(math.log(2), rel=1e-12)  # the y=0 term
 
 
 def test_binary_cross_entropy_of_the_article_outputs():

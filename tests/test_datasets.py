@@ -7,7 +7,6 @@ import pytest
 
 from utils import datasets
 from utils.datasets import (
-    DataIntegrityError,
     SlidingWindowDataset,
     Standardizer,
     augment_images,
@@ -16,6 +15,7 @@ from utils.datasets import (
     train_val_split_text,
     window_arrays,
 )
+from utils.integrity import IntegrityError, sha256_file
 
 
 def test_tinyshakespeare_loads_and_is_checked() -> None:
@@ -28,11 +28,11 @@ def test_tinyshakespeare_loads_and_is_checked() -> None:
 def test_tinyshakespeare_hash_mismatch(tmp_path) -> None:
     bad = tmp_path / "tinyshakespeare.txt"
     bad.write_text("First Citizen:\nnot the real file\n")
-    with pytest.raises(DataIntegrityError) as info:
+    with pytest.raises(IntegrityError) as info:
         load_tinyshakespeare(bad)
     message = str(info.value)
     assert str(bad) in message and datasets.TINYSHAKESPEARE_SHA256 in message
-    assert datasets.sha256_file(bad) in message and "git checkout" in message
+    assert sha256_file(bad) in message and "git checkout" in message
     with pytest.raises(FileNotFoundError):
         load_tinyshakespeare(tmp_path / "missing.txt")
 
@@ -104,6 +104,23 @@ def test_standardizer_uses_fit_statistics_and_imputes() -> None:
     assert np.all(constant.scale_ == 1)
     assert np.allclose(scaler.inverse_transform(z), train)
 
+
+
+def test_standardizer_with_missing_values_equals_scikit_learn() -> None:
+    """With NaNs: the same statistics as StandardScaler (which also ignores NaNs when fitting), and NaN -> the
+    training mean, as SimpleImputer(strategy="mean") then StandardScaler would give (chapter 1 relies on it)."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(1)
+    train = inject_missing(rng.normal(3.0, [1.0, 10.0, 0.1], size=(300, 3)), 0.1, seed=1)
+    test = inject_missing(rng.normal(3.0, [1.0, 10.0, 0.1], size=(50, 3)), 0.1, seed=2)
+    ours = Standardizer().fit(train)
+    theirs = StandardScaler().fit(train)
+    np.testing.assert_allclose(ours.mean_, theirs.mean_, rtol=1e-12)
+    np.testing.assert_allclose(ours.scale_, theirs.scale_, rtol=1e-12)
+    mean_filled = SimpleImputer(strategy="mean").fit(train).transform(test)
+    np.testing.assert_allclose(ours.transform(test), theirs.transform(mean_filled), atol=1e-12)
 
 def test_augment_images_shape_range_and_seed() -> None:
     images = np.zeros((5, 8, 8))

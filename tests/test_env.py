@@ -32,9 +32,10 @@ def test_seed_everything_seeds_tensorflow_once_imported():
 
 
 def test_version_comparison_accepts_newer_and_local_versions():
-    assert env._version_tuple("2.13.0+cpu") == (2, 13, 0)
-    assert env._version_tuple("2.21.0rc1") == (2, 21, 0)
-    assert env._version_tuple("1.0.4.post1") == (1, 0, 4)
+    assert env._release("2.13.0+cpu") == (2, 13, 0)
+    assert env._release("2.21.0rc1") == (2, 21, 0)
+    assert env._release("1.0.4.post1") == (1, 0, 4)
+    assert env._release("2.10") > env._release("2.9.1")  # numbers, not strings
     newer = env.Requirement("numpy", "numpy", "0.1", "advice")
     assert env.check_requirement(newer).ok  # installed is far newer than the minimum: no false alarm
 

@@ -1,95 +1,159 @@
-"""Every lab checker rejects its unfilled stub (saying it is not implemented) and accepts its solution.
+"""Every lab works as a reader meets it, and as a reader who solved it.
 
-Each lab is executed in-process twice: once with the solution cells left out (every check cell must raise
-``CheckFailed``), once with them (every check cell must pass). Cells before the first exercise are the lab's
-set-up; after it, only exercise, solution and check cells run (the rest may use finished solutions).
+- **As shipped** (the notebook JupyterLab, Colab and Binder open: stubs only), a lab runs to its end
+  without an error, as the book build and ``pytest --nbmake`` require; its first check cell reports the
+  first stub's hint (``Not yet: <hint>``), no cell before it reports anything, and no check passes.
+- **Solved** (each exercise cell replaced by the same definitions from ``labs/solutions/<lab>.py``, with
+  that module's imports), every check cell prints ``PASSED`` and no cell is skipped.
+
+Both run the notebook in a real Jupyter kernel (``nbclient``), from the lab's own folder.
 """
 
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
-import matplotlib
+import nbclient
 import nbformat
 import pytest
 
 from utils import checks, notebooks
+from utils.checks.run import NOT_YET
 
 ROOT = Path(__file__).resolve().parents[1]
 LABS = sorted(ROOT.glob("labs/*.ipynb"))
+SOLUTIONS = ROOT / "labs" / "solutions"
+SKIPPED = "Skipped until the check of"
 
 
-def lab_cells(path: Path) -> list[tuple[str, str]]:
-    """(role, source) of each code cell: role is 'setup', 'exercise', 'solution', 'check' or 'other'."""
-    cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
-    roles, seen_exercise = [], False
-    for cell in cells:
-        tags = cell.metadata.get("tags", [])
-        role = next((r for r in (notebooks.EXERCISE_TAG, notebooks.SOLUTION_TAG, notebooks.CHECK_TAG) if r in tags),
-                    "other" if seen_exercise else "setup")
-        seen_exercise = seen_exercise or role == notebooks.EXERCISE_TAG
-        roles.append((role, cell.source))
-    return roles
+def tagged(cell: nbformat.NotebookNode, tag: str) -> bool:
+    return tag in cell.metadata.get("tags", [])
 
 
-def run_lab(path: Path, with_solutions: bool, monkeypatch, tmp_path) -> list[BaseException | None]:
-    """Execute the lab; return, for each check cell, the exception it raised (or None)."""
-    matplotlib.use("Agg")
+def stub_hints(source: str) -> list[str]:
+    """The message of every ``raise NotImplementedError("...")`` of an exercise cell, in order."""
+    hints = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Raise) and isinstance(node.exc, ast.Call) and node.exc.args:
+            if getattr(node.exc.func, "id", None) == "NotImplementedError":
+                hints.append(ast.literal_eval(node.exc.args[0]))
+    return hints
+
+
+def defined_names(source: str) -> set[str]:
+    return {node.name for node in ast.parse(source).body
+            if isinstance(node, ast.FunctionDef | ast.ClassDef)}
+
+
+def solution_source(lab: Path, names: set[str]) -> str:
+    """The imports of ``labs/solutions/<lab>.py`` and its definitions of ``names``."""
+    path = SOLUTIONS / f"{lab.stem}.py"
+    assert path.is_file(), f"{lab.name} has no solutions module {path.relative_to(ROOT)}"
+    text = path.read_text(encoding="utf-8")
+    tree = ast.parse(text)
+    imports = [node for node in tree.body if isinstance(node, ast.Import | ast.ImportFrom)]
+    found = {node.name: node for node in tree.body if isinstance(node, ast.FunctionDef | ast.ClassDef)}
+    missing = names - set(found)
+    assert not missing, f"{path.name} does not define {sorted(missing)}"
+    parts = [ast.get_source_segment(text, node) for node in imports]
+    parts += [ast.get_source_segment(text, found[name]) for name in sorted(names)]
+    return "\n\n".join(part for part in parts if part)
+
+
+def solved(lab: Path) -> nbformat.NotebookNode:
+    nb = nbformat.read(lab, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and tagged(cell, notebooks.EXERCISE_TAG):
+            cell.source = solution_source(lab, defined_names(cell.source))
+    return nb
+
+
+def execute(nb: nbformat.NotebookNode, lab: Path) -> nbformat.NotebookNode:
+    """Run every cell in a fresh kernel from the lab's folder; any cell error fails the test."""
+    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=600,
+                                     resources={"metadata": {"path": str(lab.parent)}})
+    client.execute()
+    return nb
+
+
+def printed(cell: nbformat.NotebookNode) -> str:
+    return "".join(out.get("text", "") for out in cell.get("outputs", []) if out.output_type == "stream")
+
+
+@pytest.fixture
+def isolated(monkeypatch, tmp_path):
+    """Runs and checkpoints of the kernel go to a temporary folder (the kernel inherits the env)."""
     monkeypatch.setenv("BOOK_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.chdir(path.parent)
-    namespace: dict = {"__name__": "__lab__"}
-    outcomes: list[BaseException | None] = []
-    for role, source in lab_cells(path):
-        if role == "other" or (role == notebooks.SOLUTION_TAG and not with_solutions):
-            continue
-        code = compile(source, f"{path.name}:{role}", "exec")
-        if role == notebooks.CHECK_TAG:
-            try:
-                exec(code, namespace)
-            except checks.CheckFailed as failure:
-                outcomes.append(failure)
-            else:
-                outcomes.append(None)
-        else:
-            exec(code, namespace)
-    return outcomes
+    monkeypatch.setenv("BOOK_CHECKPOINTS_DIR", str(tmp_path / "checkpoints"))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
 
 
-@pytest.mark.parametrize("path", LABS, ids=[p.name for p in LABS])
-def test_every_checker_rejects_its_stub(path, monkeypatch, tmp_path):
-    outcomes = run_lab(path, with_solutions=False, monkeypatch=monkeypatch, tmp_path=tmp_path)
-    assert outcomes, "a lab needs check cells"
-    accepted = [i for i, failure in enumerate(outcomes) if failure is None]
-    assert not accepted, f"check cells {accepted} accepted the unfilled stub"
-    for failure in outcomes:
-        assert "not implemented yet" in str(failure) and "Hint:" in str(failure)
+@pytest.mark.slow
+@pytest.mark.parametrize("lab", LABS, ids=[p.name for p in LABS])
+def test_lab_as_shipped_runs_and_stops_at_its_first_check(lab, isolated):
+    nb = execute(nbformat.read(lab, as_version=4), lab)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    first_exercise = next(i for i, c in enumerate(code) if tagged(c, notebooks.EXERCISE_TAG))
+    first_check = next(i for i, c in enumerate(code) if tagged(c, notebooks.CHECK_TAG))
+    assert first_exercise < first_check
+    before = [i for i in range(first_check) if NOT_YET in printed(code[i])]
+    assert not before, f"cells {before} report a failure before the first check"
+    report = printed(code[first_check])
+    hint = stub_hints(code[first_exercise].source)
+    assert hint, "the first exercise cell raises no NotImplementedError with a hint"
+    assert NOT_YET in report and hint[0] in report, \
+        f"the first check must say 'Not yet' with the stub's hint {hint[0]!r}; it printed {report!r}"
+    passed = [i for i, c in enumerate(code) if tagged(c, notebooks.CHECK_TAG) and "PASSED" in printed(c)]
+    assert not passed, f"check cells {passed} accepted a stub"
 
 
-@pytest.mark.parametrize("path", LABS, ids=[p.name for p in LABS])
-def test_every_checker_accepts_its_solution(path, monkeypatch, tmp_path):
-    outcomes = run_lab(path, with_solutions=True, monkeypatch=monkeypatch, tmp_path=tmp_path)
-    failed = {i: str(f) for i, f in enumerate(outcomes) if f is not None}
-    assert not failed, f"check cells rejected the solution: {failed}"
+@pytest.mark.slow
+@pytest.mark.parametrize("lab", LABS, ids=[p.name for p in LABS])
+def test_lab_with_its_solutions_passes_end_to_end(lab, isolated):
+    nb = execute(solved(lab), lab)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    checks_run = [c for c in code if tagged(c, notebooks.CHECK_TAG)]
+    assert checks_run, "a lab needs check cells"
+    for cell in checks_run:
+        assert "PASSED" in printed(cell) and NOT_YET not in printed(cell), \
+            f"{cell.source!r} did not pass: {printed(cell)!r}"
+    skipped = [c.source.splitlines()[0] for c in code if SKIPPED in printed(c)]
+    assert not skipped, f"cells skipped although every check passed: {skipped}"
 
 
-def test_every_checker_is_used_by_a_lab_and_every_check_cell_uses_one():
+def test_labs_hold_no_solution_and_every_exercise_has_its_check():
+    """The notebooks readers open contain stubs only, each followed by the check cell that runs its
+    checker; every checker is used by a lab; each lab has a solutions module."""
     registry = checks.all_checkers()
     used = set()
-    for path in LABS:
-        for role, source in lab_cells(path):
-            if role == notebooks.CHECK_TAG:
-                names = set(re.findall(r"\.(check_\w+)\(", source))
-                assert names, f"{path.name}: check cell calls no checker: {source!r}"
-                used |= names
-    registered = {function.__name__ for function in registry.values()}
-    assert used <= registered, f"check cells call unregistered checkers: {used - registered}"
-    assert registered <= used, f"checkers no lab uses: {registered - used}"
+    for lab in LABS:
+        code = [c for c in nbformat.read(lab, as_version=4).cells if c.cell_type == "code"]
+        assert not [c for c in code if tagged(c, "solution")], f"{lab.name} still has solution cells"
+        for i, cell in enumerate(code):
+            if not tagged(cell, notebooks.EXERCISE_TAG):
+                continue
+            assert stub_hints(cell.source), f"{lab.name}: exercise cell {i} raises no hint"
+            assert i + 1 < len(code) and tagged(code[i + 1], notebooks.CHECK_TAG), \
+                f"{lab.name}: exercise cell {i} must be followed by its check cell"
+            called = re.fullmatch(r'check\("([\w.]+)", (\w+)\)', code[i + 1].source.strip())
+            assert called, f"{lab.name}: a check cell is one call check(\"<id>\", <answer>)"
+            assert called.group(1) in registry, f"{lab.name}: no checker {called.group(1)}"
+            assert called.group(2) in defined_names(cell.source), \
+                f"{lab.name}: check cell {i + 1} checks {called.group(2)}, not the exercise above it"
+            used.add(called.group(1))
+        assert (SOLUTIONS / f"{lab.stem}.py").is_file(), f"{lab.name}: no labs/solutions/{lab.stem}.py"
+    assert used == set(registry), f"checkers no lab uses: {sorted(set(registry) - used)}"
 
 
-def test_student_copies_are_generated(tmp_path):
-    assert notebooks.main(["student", str(tmp_path)]) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == [p.name for p in LABS]
-    for copy in tmp_path.iterdir():
-        roles = [r for r, _ in lab_cells(copy)]
-        assert notebooks.SOLUTION_TAG not in roles and notebooks.EXERCISE_TAG in roles
+def test_hints_describe_instead_of_giving_code():
+    """A hint says what to do; code in a hint (a call, an indexing, an operator) is the answer."""
+    code_like = re.compile(r"\w\(|\)\.|\[[^\]]*[:,]|==|\*\*|np\.|torch\.|self\.\w+\s*=|\w\.\w+\(")
+    offenders = []
+    for lab in LABS:
+        for cell in nbformat.read(lab, as_version=4).cells:
+            if cell.cell_type == "code" and tagged(cell, notebooks.EXERCISE_TAG):
+                offenders += [f"{lab.name}: {hint!r}" for hint in stub_hints(cell.source)
+                              if code_like.search(hint)]
+    assert not offenders, "hints that give the code:\n" + "\n".join(offenders)

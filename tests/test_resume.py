@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_tensorboard_server import TensorBoardServer
 from utils import checkpoint as ckpt
 from utils import tb
 
@@ -30,7 +29,10 @@ DRIVER = textwrap.dedent(f"""
     import torch
 
     from utils import checkpoint as ckpt
-    from utils.train import TrainConfig, classification_loss, epoch_batches, evaluate, make_adamw, open_segment, train
+    from utils.batches import epoch_batches
+    from utils.evaluation import classification_loss, evaluate
+    from utils.loop import TrainConfig, open_segment, train
+    from utils.optim import make_adamw
 
     root, folder, resume = sys.argv[1], sys.argv[2], sys.argv[3] == "resume"
     generator = torch.Generator().manual_seed(0)
@@ -63,7 +65,7 @@ def _start(tmp_path: Path, mode: str) -> subprocess.Popen:
                             cwd=tmp_path)
 
 
-def _served_steps(server: TensorBoardServer, tag: str, want: int, timeout: float = 30.0) -> list[list[float]]:
+def _served_steps(server, tag: str, want: int, timeout: float = 30.0) -> list[list[float]]:
     deadline = time.monotonic() + timeout
     served = server.scalars(RUN, tag)
     while len(served) < want and time.monotonic() < deadline:  # give the loader time to read every file
@@ -73,7 +75,7 @@ def _served_steps(server: TensorBoardServer, tag: str, want: int, timeout: float
     return server.scalars(RUN, tag)
 
 
-def test_sigkill_then_resume_shows_each_step_once(tmp_path):
+def test_sigkill_then_resume_shows_each_step_once(tmp_path, tensorboard_server):
     process = _start(tmp_path, "fresh")
     output = []
     for line in process.stdout:  # wait until the run is past a checkpoint, then kill it without warning
@@ -84,7 +86,8 @@ def test_sigkill_then_resume_shows_each_step_once(tmp_path):
     process.wait(timeout=30)
     killed_pid = process.pid
     assert process.returncode == -signal.SIGKILL, "".join(output)
-    checkpoint_step = KILL_AT // CHECKPOINT_EVERY * CHECKPOINT_EVERY
+    # checkpoints are saved after steps 0, 10, 20 (hooks.due) and record the next step: 1, 11, 21
+    checkpoint_step = (KILL_AT - 1) // CHECKPOINT_EVERY * CHECKPOINT_EVERY + 1
     assert ckpt.latest_checkpoint(tmp_path / "ckpt") == ckpt.step_path(tmp_path / "ckpt", checkpoint_step)
     run = tmp_path / "runs" / RUN
     before = tb.read_scalars(run, ["train/loss"])
@@ -111,7 +114,7 @@ def test_sigkill_then_resume_shows_each_step_once(tmp_path):
     assert (kept == written_before[written_before.index < checkpoint_step]).all()
 
     # (b) the TensorBoard server, both loaders, at the same time
-    servers = {fast: TensorBoardServer(tmp_path / "runs", fast, tmp_path / f"tb-{fast}.log") for fast in (True, False)}
+    servers = {fast: tensorboard_server(tmp_path / "runs", fast) for fast in (True, False)}
     try:
         for server in servers.values():
             server.wait_until_ready(RUN, "train/loss")

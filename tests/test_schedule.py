@@ -64,3 +64,27 @@ def test_the_keras_schedule_is_the_same_function(warmup_steps):
     got = np.array([float(keras_schedule(step)) for step in steps])
     expected = np.array([warmup_cosine(int(step), **kw) for step in steps])
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("warmup_steps", [10, 0])
+def test_equals_torchs_own_warmup_and_cosine_schedulers(warmup_steps):
+    """The book writes warm-up + cosine itself to teach it; torch's LinearLR then CosineAnnealingLR, chained
+    by SequentialLR, must give the same rate at every step up to total_steps."""
+    kw = {**KW, "warmup_steps": warmup_steps}
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([parameter], lr=kw["max_lr"])
+    schedulers = [torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=kw["total_steps"] - warmup_steps, eta_min=kw["min_lr"])]
+    if warmup_steps:  # linear from max_lr / W at step 0 to max_lr at step W - 1
+        warmup = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup_steps, end_factor=1.0,
+                                                   total_iters=warmup_steps - 1)
+        schedulers = [warmup, *schedulers]
+    scheduler = (torch.optim.lr_scheduler.SequentialLR(optimizer, schedulers, milestones=[warmup_steps])
+                 if warmup_steps else schedulers[0])
+    torch_rates = []
+    for _ in range(kw["total_steps"] + 1):
+        torch_rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    ours = [warmup_cosine(s, **kw) for s in range(kw["total_steps"] + 1)]
+    assert torch_rates == pytest.approx(ours, rel=1e-9, abs=1e-12)

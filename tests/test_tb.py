@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from utils import tb
+from utils.tb import reading
 
 
 @pytest.fixture()
@@ -303,7 +304,7 @@ def test_a_run_is_parsed_once_until_its_files_change(root):
     with tb.open_run("ch", "cached", root=root) as writer:
         writer.add_scalar("x", 1.0, 0)
     run = root / "ch" / "cached"
-    assert tb._load(run) is tb._load(run)  # read_scalars, read_text, assert_logged... share one parse
+    assert reading.accumulator(run) is reading.accumulator(run)  # read_* and assert_logged share a parse
     with tb.open_run("ch", "cached", root=root, on_exists="append") as writer:
         writer.add_scalar("x", 2.0, 1)
     assert tb.read_scalars(run).value.tolist() == [1.0, 2.0]  # a new file is seen

@@ -119,8 +119,10 @@ def save_checkpoint(path: str | Path, *, model: torch.nn.Module, step: int,
     return atomic_torch_save(state, path)
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)`` on CPU, with clear errors for a missing or corrupt file."""
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)``, tensors placed on ``map_location`` (the CPU by default:
+    ``load_state_dict`` then copies them to wherever the model and the optimizer live), with clear errors for
+    a missing or corrupt file."""
     path = Path(path)
     if not path.is_file():
         folder = path.parent
@@ -130,7 +132,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
                                             f"{folder} holds no .pt file. ")
             + "Train first (or pass the path of an existing checkpoint).")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
         raise CheckpointCorruptError(
             f"cannot read checkpoint {path} ({path.stat().st_size} bytes): {type(exc).__name__}: "

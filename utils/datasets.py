@@ -18,7 +18,6 @@ Nothing here imports torch or TensorFlow at import time; the functions that need
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 import unicodedata
@@ -28,42 +27,27 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from utils.integrity import check_sha256
+
 #: The folder of the data files shipped with ``utils`` (package data).
 DATA_DIR = Path(__file__).resolve().parent / "data"
 #: SHA-256 of ``utils/data/tinyshakespeare.txt`` (Karpathy's char-rnn file, 1,115,394 bytes).
 TINYSHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 
 
-class DataIntegrityError(ValueError):
-    """A data file's SHA-256 is not the one the book was written against."""
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file's bytes (read in 1 MiB chunks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_tinyshakespeare(path: str | Path | None = None, expected_sha256: str = TINYSHAKESPEARE_SHA256) -> str:
     """The Tiny Shakespeare corpus as one string (1,115,394 characters, 65 distinct, 40,000 lines).
 
-    The file's SHA-256 is checked first; a mismatch raises ``DataIntegrityError`` naming the file, the
-    expected and the actual hash. ``path`` defaults to the copy shipped in ``utils/data``.
+    The file's SHA-256 is checked first; a mismatch raises ``utils.integrity.IntegrityError`` naming the file,
+    the expected and the actual hash. ``path`` defaults to the copy shipped in ``utils/data``.
     """
     path = Path(path) if path is not None else DATA_DIR / "tinyshakespeare.txt"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist. It ships with the `utils` package (utils/data/); "
                                 "reinstall the book's package (`pip install -e .`) or restore the file with git")
-    actual = sha256_file(path)
-    if actual != expected_sha256:
-        raise DataIntegrityError(
-            f"{path} is not the expected Tiny Shakespeare file: SHA-256 {actual}, expected {expected_sha256}. "
-            "It was modified or truncated (for example by an editor changing line endings). Restore it with "
-            "`git checkout -- utils/data/tinyshakespeare.txt` or reinstall the package; every number in the "
-            "book depends on the exact bytes.")
+    check_sha256(path, expected_sha256, "An editor changing line endings does this, for example. Restore it "
+                 "with `git checkout -- utils/data/tinyshakespeare.txt` or reinstall the package; every number "
+                 "in the book depends on the exact bytes.")
     return path.read_text(encoding="utf-8")
 
 

@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass
 
 import numpy as np
+from packaging.version import Version
 
 
 def seed_everything(seed: int) -> None:
@@ -75,24 +76,15 @@ REQUIREMENTS: tuple[Requirement, ...] = (
     Requirement("keras", "keras", "3.0", "Keras 3 comes with TensorFlow >= 2.16; install requirements.txt"),
     Requirement("sklearn", "scikit-learn", "1.3", _INSTALL),
     Requirement("tqdm", "tqdm", "4.60", _INSTALL),
+    Requirement("safetensors", "safetensors", "0.4", f"`pip install safetensors`; or {_INSTALL}"),
+    Requirement("tokenizers", "tokenizers", "0.15", f"`pip install tokenizers`; or {_INSTALL}"),
 )
 
 
-def _version_tuple(version: str) -> tuple[int, ...]:
-    """``"2.21.0rc1+cpu"`` -> ``(2, 21, 0)``: the leading numeric release segments only."""
-    parts: list[int] = []
-    for piece in version.split("+")[0].split("."):
-        digits = ""
-        for char in piece:
-            if not char.isdigit():
-                break
-            digits += char
-        if not digits:
-            break
-        parts.append(int(digits))
-        if digits != piece:
-            break
-    return tuple(parts)
+def _release(version: str) -> tuple[int, ...]:
+    """``"2.21.0rc1+cpu"`` -> ``(2, 21, 0)``: the release numbers as ``packaging`` parses them (a local
+    label such as ``+cpu`` or a pre-release tag does not make a version older than its release)."""
+    return Version(version).release
 
 
 def _installed_version(req: Requirement) -> str | None:
@@ -110,7 +102,7 @@ def check_requirement(req: Requirement) -> CheckResult:
     version = _installed_version(req)
     if version is None:
         return CheckResult(req, False, "missing")
-    if _version_tuple(version) < _version_tuple(req.minimum):
+    if _release(version) < _release(req.minimum):
         return CheckResult(req, False, version)
     try:
         importlib.import_module(req.module)

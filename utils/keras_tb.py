@@ -1,4 +1,4 @@
-"""TensorFlow and Keras, logged through tensorboardX into runs comparable with ``utils.train``'s.
+"""TensorFlow and Keras, logged through tensorboardX into runs comparable with ``utils.loop``'s.
 
 ``TensorBoardXCallback``
     What the original article called ``tensorboardX.TBCallback`` (no such class exists): a
@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from utils.evaluation import WeightedMean
+
 
 def _keras():
     import keras
@@ -40,7 +42,7 @@ def make_callback_class():
     class _TensorBoardXCallback(keras.callbacks.Callback):
         """Log ``model.fit`` through a tensorboardX ``writer`` (a ``tb.RunWriter``).
 
-        Tags and steps (step = number of optimizer updates before this one, as in ``utils.train``):
+        Tags and steps (step = number of optimizer updates before this one, as in ``utils.loop``):
         ``train/loss_running`` and ``train/<metric>_running`` every ``log_every`` batches: what Keras passes
         to ``on_train_batch_end``, the *mean since the start of the epoch*, not the batch's own value;
         ``train/lr`` every ``log_every`` batches; ``train/loss``, ``train/<metric>`` (epoch means) and
@@ -123,7 +125,7 @@ def tape_train(model: Any, optimizer: Any, loss_fn: Callable, train_data: Any, v
                writer: Any = None, metric_fn: Callable | None = None, grad_clip: float | None = None,
                histogram_every: int = 0, schedule: Callable[[int], float] | None = None,
                progress: bool = True) -> dict[str, list]:
-    """Train a Keras model with ``tf.GradientTape``, logging as ``utils.train.train`` does.
+    """Train a Keras model with ``tf.GradientTape``, logging as ``utils.loop.train`` does.
 
     train_data / val_data: iterables of ``(x, y)`` batches (a ``tf.data.Dataset``; its length need not be
     known). loss_fn(y, outputs) -> mean loss of the batch; metric_fn(y, outputs) -> mean metric (accuracy).
@@ -133,8 +135,6 @@ def tape_train(model: Any, optimizer: Any, loss_fn: Callable, train_data: Any, v
     the step of the epoch's last update. Returns ``{"steps", "train_loss", "val_steps", "val_loss",
     "val_metric"}``.
     """
-    import tensorflow as tf
-
     history: dict[str, list] = {"steps": [], "train_loss": [], "val_steps": [], "val_loss": [], "val_metric": []}
     bar = None
     if progress:
@@ -143,39 +143,22 @@ def tape_train(model: Any, optimizer: Any, loss_fn: Callable, train_data: Any, v
         bar = tqdm(desc="GradientTape", unit="step", mininterval=1.0)
     for epoch in range(epochs):
         for x, y in train_data:
-            step = int(optimizer.iterations.numpy())
-            if schedule is not None:
-                optimizer.learning_rate.assign(schedule(step))
-            with tf.GradientTape() as tape:
-                outputs = model(x, training=True)
-                loss = loss_fn(y, outputs)
-            grads = tape.gradient(loss, model.trainable_variables)
-            norm = tf.linalg.global_norm(grads)
-            if grad_clip is not None:
-                grads, _ = tf.clip_by_global_norm(grads, grad_clip, use_norm=norm)
-            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+            step, loss, outputs, norm = _tape_update(model, optimizer, loss_fn, x, y, grad_clip, schedule)
             history["steps"].append(step)
-            history["train_loss"].append(float(loss))
+            history["train_loss"].append(loss)
             if writer is not None:
-                writer.add_scalar("train/loss", float(loss), step)
+                writer.add_scalar("train/loss", loss, step)
                 if metric_fn is not None:
                     writer.add_scalar("train/accuracy", float(metric_fn(y, outputs)), step)
                 writer.add_scalar("train/lr", _current_lr(optimizer), step)
-                writer.add_scalar("train/grad_norm", float(norm), step)
+                writer.add_scalar("train/grad_norm", norm, step)
             if bar is not None:
                 bar.update(1)
         step = int(optimizer.iterations.numpy()) - 1
-        totals, count = np.zeros(2), 0
-        for x, y in val_data:
-            outputs = model(x, training=False)
-            n = int(tf.shape(x)[0])
-            totals += n * np.array([float(loss_fn(y, outputs)),
-                                    float(metric_fn(y, outputs)) if metric_fn is not None else 0.0])
-            count += n
-        val_loss, val_metric = totals / count
+        val_loss, val_metric = _tape_validate(model, loss_fn, metric_fn, val_data)
         history["val_steps"].append(step)
-        history["val_loss"].append(float(val_loss))
-        history["val_metric"].append(float(val_metric))
+        history["val_loss"].append(val_loss)
+        history["val_metric"].append(val_metric)
         if writer is not None:
             writer.add_scalar("val/loss", val_loss, step)
             if metric_fn is not None:
@@ -186,6 +169,39 @@ def tape_train(model: Any, optimizer: Any, loss_fn: Callable, train_data: Any, v
     if bar is not None:
         bar.close()
     return history
+
+
+def _tape_update(model: Any, optimizer: Any, loss_fn: Callable, x: Any, y: Any, grad_clip: float | None,
+                 schedule: Callable[[int], float] | None) -> tuple[int, float, Any, float]:
+    """One update: ``(step, loss, outputs, gradient norm before clipping)``."""
+    import tensorflow as tf
+
+    step = int(optimizer.iterations.numpy())
+    if schedule is not None:
+        optimizer.learning_rate.assign(schedule(step))
+    with tf.GradientTape() as tape:
+        outputs = model(x, training=True)
+        loss = loss_fn(y, outputs)
+    grads = tape.gradient(loss, model.trainable_variables)
+    norm = tf.linalg.global_norm(grads)
+    if grad_clip is not None:
+        grads, _ = tf.clip_by_global_norm(grads, grad_clip, use_norm=norm)
+    optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+    return step, float(loss), outputs, float(norm)
+
+
+def _tape_validate(model: Any, loss_fn: Callable, metric_fn: Callable | None, val_data: Any) -> tuple[float, float]:
+    """Validation loss and metric, each batch weighted by its size (``WeightedMean``)."""
+    import tensorflow as tf
+
+    average = WeightedMean()
+    for x, y in val_data:
+        outputs = model(x, training=False)
+        average.add({"loss": float(loss_fn(y, outputs)),
+                     "metric": float(metric_fn(y, outputs)) if metric_fn is not None else 0.0},
+                    int(tf.shape(x)[0]))
+    means = average.means()
+    return means["loss"], means["metric"]
 
 
 __all__ = ["TensorBoardXCallback", "make_callback_class", "tape_train", "warmup_cosine_schedule"]

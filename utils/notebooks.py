@@ -4,11 +4,12 @@
   URL is written once, there). ``python -m utils.notebooks sync-bootstrap`` rewrites the cell in every
   notebook; a test fails when a notebook's cell differs.
 - ``strip``: outputs and execution counts removed, as notebooks are committed.
-- ``student_copy``: a lab without its solution cells (``make student``).
 - ``toc_files``: the files ``_toc.yml`` lists.
 
-Cells are tagged: ``exercise`` (a stub that raises NotImplementedError), ``solution`` (also ``hide-input``,
-so the HTML hides it behind a toggle) and ``check`` (calls a checker of ``utils.checks``).
+A lab's cells are tagged ``exercise`` (a stub that raises NotImplementedError with a hint) and ``check``
+(the cell right after it: ``check("<lab>.<exercise>", answer)`` from ``utils.checks.run``). The notebooks
+in ``labs/`` hold no solution: the reference solutions are ``labs/solutions/<lab>.py``, which
+``tests/test_labs.py`` substitutes for the stubs to prove that every lab passes when solved.
 """
 
 from __future__ import annotations
@@ -24,26 +25,28 @@ import nbformat
 
 from utils.paths import repo_root
 
-SOLUTION_TAG = "solution"
 EXERCISE_TAG = "exercise"
 CHECK_TAG = "check"
 
 _BOOTSTRAP_TEMPLATE = '''\
 # Set-up. On Colab: install what Colab lacks, tensorboardX and this book's `utils`
 # (from the repository, at the ref below); Colab's own torch and TensorFlow are kept.
-# Anywhere else this does nothing: `make lab` has installed everything.
-import importlib
-import importlib.util
+# Elsewhere (`make lab`, Binder) the book is installed already and this does nothing.
+import importlib.metadata
 import subprocess
 import sys
 
 BOOK_REPOSITORY = "{url}"
 BOOK_REF = "{ref}"
-if "google.colab" in sys.modules and importlib.util.find_spec("utils") is None:
-    package = f"llm-tb-book @ git+{{BOOK_REPOSITORY}}@{{BOOK_REF}}"
-    pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-build-isolation"]
-    subprocess.run([*pip, package], check=True)
-    importlib.invalidate_caches()'''
+BOOK = "{distribution}"  # the book's own package: another `utils` may be installed
+PIP = [sys.executable, "-m", "pip", "install", "--quiet", "--no-build-isolation"]
+try:
+    importlib.metadata.version(BOOK)
+except importlib.metadata.PackageNotFoundError:
+    if "google.colab" in sys.modules:
+        package = f"{{BOOK}} @ git+{{BOOK_REPOSITORY}}@{{BOOK_REF}}"
+        subprocess.run([*PIP, package], check=True)
+        importlib.invalidate_caches()'''
 
 #: The bootstrap cell is folded away in the HTML book (a click shows it).
 BOOTSTRAP_TAGS = ["hide-input"]
@@ -59,14 +62,24 @@ def book_config(root: Path | None = None) -> dict[str, Any]:
     return yaml.safe_load((root / "_config.yml").read_text(encoding="utf-8"))
 
 
+def book_distribution(root: Path | None = None) -> str:
+    """The book's distribution name, ``[project] name`` of ``pyproject.toml`` (what pip installs)."""
+    import tomllib
+
+    root = root or repo_root()
+    if root is None:
+        raise FileNotFoundError("not inside the book's repository: no _config.yml and _toc.yml above here")
+    return tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))["project"]["name"]
+
+
 def bootstrap_source(url: str | None = None, ref: str | None = None, root: Path | None = None) -> str:
     """The bootstrap cell's source, for ``url``/``ref`` (default: ``repository.url``/``branch`` of
-    ``_config.yml``)."""
+    ``_config.yml``); the distribution it looks for is ``pyproject.toml``'s."""
     if url is None or ref is None:
         repository = book_config(root)["repository"]
         url = url or repository["url"]
         ref = ref or repository["branch"]
-    return _BOOTSTRAP_TEMPLATE.format(url=url, ref=ref)
+    return _BOOTSTRAP_TEMPLATE.format(url=url, ref=ref, distribution=book_distribution(root))
 
 
 def toc_files(root: Path | None = None) -> list[Path]:
@@ -123,13 +136,6 @@ def strip(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     return nb
 
 
-def student_copy(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """A stripped copy of a lab with every ``solution`` cell removed."""
-    nb = strip(nb)
-    nb.cells = [cell for cell in nb.cells if SOLUTION_TAG not in cell.metadata.get("tags", [])]
-    return nb
-
-
 def _write(nb: nbformat.NotebookNode, path: Path) -> None:
     text = json.dumps(nb, indent=1, ensure_ascii=False) + "\n"
     path.write_text(text, encoding="utf-8")
@@ -140,19 +146,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("strip", help="strip outputs and execution counts from every notebook, in place")
     sub.add_parser("sync-bootstrap", help="rewrite the first code cell of every notebook from _config.yml")
-    student = sub.add_parser("student", help="write solution-free copies of the labs")
-    student.add_argument("out", type=Path)
     args = parser.parse_args(argv)
 
     root = repo_root()
     if root is None:
         parser.error("run this inside the book's repository")
-    if args.command == "student":
-        args.out.mkdir(parents=True, exist_ok=True)
-        for path in sorted(root.glob("labs/*.ipynb")):
-            _write(student_copy(nbformat.read(path, as_version=4)), args.out / path.name)
-            print(f"wrote {args.out / path.name}")
-        return 0
     source = bootstrap_source(root=root)
     for path in notebooks(root):
         nb = nbformat.read(path, as_version=4)

@@ -48,14 +48,17 @@ def mfu(units_per_s: float, flops_per_unit: float, peak_gflops: float) -> float:
     return units_per_s * flops_per_unit / (peak_gflops * 1e9)
 
 
+@functools.lru_cache(maxsize=8)
 def bf16_autocast_supported(device: str = "cpu") -> bool:
     """Whether bf16 autocast is worth using on ``device``: CUDA GPUs that support bf16; CPUs whose
     instruction set has native bf16 (``avx512_bf16`` or AMX). Elsewhere torch emulates bf16 on CPU: it runs,
     but slower than fp32, so the training loop stays in fp32."""
+    if device.startswith("mps"):
+        return False  # bf16 autocast on Apple GPUs is recent and partial; fp16 is their fast type
     if device.startswith("cuda"):
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device != "cpu":
-        return False
+        raise ValueError(f"unknown device {device!r}: expected 'cpu', 'cuda[:n]' or 'mps'")
     try:
         with open("/proc/cpuinfo") as handle:
             flags = handle.read()

@@ -1,11 +1,11 @@
-"""Pretraining the book's small GPT on Tiny Shakespeare with the one training loop (``utils.train``).
+"""Pretraining the book's small GPT on Tiny Shakespeare with the one training loop (``utils.loop``).
 
 Used twice, with the same code: live and short by chapter 5, and longer by
 
-    python -m utils.pretrain --out utils/data/gpt_shakespeare.pt
+    python -m utils.pretrain --out utils/data/gpt_shakespeare.safetensors
 
-which writes the shipped checkpoint (model weights, model config, tokenizer, metrics: no optimizer state,
-about 3 MB), its SHA-256 (``gpt_shakespeare.pt.sha256``, in ``sha256sum`` format) and its TensorBoard log
+which writes the shipped weights (safetensors, with the model config, tokenizer, settings and metrics as
+metadata; about 3 MB), their SHA-256 (``<file>.sha256``, in ``sha256sum`` format) and the TensorBoard log
 (``utils/data/gpt_shakespeare_run/pretrain/``). Full resumable checkpoints go to ``--checkpoint-dir``; a
 killed run continues with ``--resume``.
 """
@@ -13,9 +13,11 @@ killed run continues with ``--resume``.
 from __future__ import annotations
 
 import argparse
-import math
+import contextlib
+import dataclasses
+import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,183 +25,193 @@ import torch
 
 from utils import checkpoint as ckpt
 from utils import perf
-from utils.datasets import sha256_file
+from utils.batches import fixed_windows, random_windows
+from utils.evaluation import evaluate, lm_loss
+from utils.gpt import GPT, GPTConfig, flops_per_token
+from utils.integrity import sha256_file
+from utils.loop import TrainConfig, TrainResult, autocast_context, open_segment, resolve_device, train
+from utils.optim import make_adamw
 from utils.paths import checkpoints_dir
-from utils.train import (
-    TrainConfig,
-    TrainResult,
-    evaluate,
-    fixed_windows,
-    lm_loss,
-    make_adamw,
-    random_windows,
-    train,
-)
+
+
+def _shipped_model() -> GPTConfig:
+    return GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128, dropout=0.0, bias=True)
+
+
+def _shipped_training() -> TrainConfig:
+    return TrainConfig(max_steps=2000, lr=2e-3, min_lr=2e-4, warmup_steps=100, grad_clip=1.0, log_every=10,
+                       eval_every=250, sample_every=500, units="tokens", perplexity=True, desc="pretrain")
 
 
 @dataclass
 class PretrainSetup:
-    """Model and optimisation settings of a pretraining run. The defaults are those of the shipped checkpoint
-    (nanoGPT's CPU model size: 4 layers, 4 heads, 128-dim, context 64; a larger batch and a schedule)."""
+    """A pretraining run: the model (``GPTConfig``), the loop (``TrainConfig``), and the four settings that
+    belong to neither. The defaults are the shipped checkpoint's: nanoGPT's CPU model size (4 layers, 4 heads,
+    128-dim, context 64) with batch 32, peak lr 2e-3 after 100 warm-up steps, cosine to 2e-4."""
 
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    block_size: int = 64
-    dropout: float = 0.0
-    batch_size: int = 32
-    max_steps: int = 2000
-    lr: float = 2e-3
-    min_lr: float = 2e-4
-    warmup_steps: int = 100
+    model: GPTConfig = field(default_factory=_shipped_model)
+    training: TrainConfig = field(default_factory=_shipped_training)
+    batch_size: int = 32  # windows of model.block_size tokens per micro-batch
     weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    grad_accum_steps: int = 1
-    eval_every: int = 250
     eval_batches: int = 40  # fixed validation batches of batch_size x block_size tokens
-    log_every: int = 10
-    sample_every: int = 500
     seed: int = 1337
+
+    def with_training(self, **changes: Any) -> PretrainSetup:
+        """A copy with some ``TrainConfig`` fields changed, e.g. ``setup.with_training(max_steps=500)``."""
+        return dataclasses.replace(self, training=dataclasses.replace(self.training, **changes))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> PretrainSetup:
+        return cls(**{**values, "model": GPTConfig(**values["model"]),
+                      "training": TrainConfig(**values["training"])})
 
 
 def shakespeare_data(val_fraction: float = 0.1):
-    """``(tokenizer, train_ids, val_ids)``: a ``CharTokenizer`` fitted on the whole corpus (65 characters) and
-    the contiguous 90 % / 10 % split as 1-D int64 tensors."""
+    """``(tokenizer, train_ids, val_ids)``: the contiguous 90 % / 10 % split of Tiny Shakespeare as 1-D int64
+    tensors, with a ``CharTokenizer`` fitted on the *training* split only (split before you fit)."""
     from utils.datasets import load_tinyshakespeare, train_val_split_text
     from utils.tokenizers import CharTokenizer
 
-    text = load_tinyshakespeare()
-    tokenizer = CharTokenizer.fit(text)
-    train_text, val_text = train_val_split_text(text, val_fraction)
+    train_text, val_text = train_val_split_text(load_tinyshakespeare(), val_fraction)
+    tokenizer = CharTokenizer.fit(train_text)
     return (tokenizer, torch.tensor(tokenizer.encode(train_text), dtype=torch.long),
             torch.tensor(tokenizer.encode(val_text), dtype=torch.long))
 
 
-def build_model(setup: PretrainSetup, vocab_size: int):
-    """``GPT(GPTConfig(...))`` from the setup, seeded with ``setup.seed``."""
-    from utils.gpt import GPT, GPTConfig
-
+def build_model(setup: PretrainSetup) -> GPT:
+    """``GPT(setup.model)``, its weights drawn from ``setup.seed``."""
     torch.manual_seed(setup.seed)
-    return GPT(GPTConfig(vocab_size=vocab_size, block_size=setup.block_size, n_layer=setup.n_layer,
-                         n_head=setup.n_head, n_embd=setup.n_embd, dropout=setup.dropout, bias=True))
+    return GPT(setup.model)
 
 
-def sampler(tokenizer: Any, prompt: str = "\n", length: int = 200, seed: int = 0, temperature: float = 1.0):
+def sampler(tokenizer: Any, prompt: str = "\n", length: int = 200, seed: int = 0, temperature: float = 1.0,
+            top_k: int | None = None):
     """``sample_fn`` for ``train``: ``length`` characters generated after ``prompt`` with a fixed seed (the
-    same random draws at every checkpoint, so samples differ only because the model did)."""
+    same random draws at every call, so samples differ only because the model did)."""
 
     def sample_fn(model: torch.nn.Module) -> str:
         model.eval()
-        generator = torch.Generator().manual_seed(seed)
-        idx = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long)  # (1, T0)
-        out = model.generate(idx, length, temperature=temperature, generator=generator)  # (1, T0 + length)
-        return tokenizer.decode(out[0, len(prompt):].tolist())
+        device = next(model.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(seed)
+        idx = torch.tensor([tokenizer.encode(prompt)], dtype=torch.long, device=device)  # (1, T0)
+        out = model.generate(idx, length, temperature=temperature, top_k=top_k, generator=generator)
+        return tokenizer.decode(out[0, len(prompt):].tolist())  # out: (1, T0 + length)
 
     return sample_fn
 
 
-def train_config(setup: PretrainSetup, model: Any, **overrides: Any) -> TrainConfig:
-    """The ``TrainConfig`` of a pretraining run (``overrides`` win: e.g. ``checkpoint_every``, ``progress``)."""
-    from utils.gpt import flops_per_token
-
-    values: dict[str, Any] = dict(
-        max_steps=setup.max_steps, lr=setup.lr, min_lr=setup.min_lr, warmup_steps=setup.warmup_steps,
-        grad_clip=setup.grad_clip, grad_accum_steps=setup.grad_accum_steps, log_every=setup.log_every,
-        eval_every=setup.eval_every, sample_every=setup.sample_every, units="tokens",
-        flops_per_unit=float(flops_per_token(model.config)), perplexity=True, desc="pretrain")
-    values.update(overrides)
-    return TrainConfig(**values)
-
-
 def pretrain(setup: PretrainSetup, *, writer: Any = None, resume_from: str | Path | None = None,
-             data: tuple | None = None, peak_gflops: float | None = None,
-             **overrides: Any) -> tuple[Any, Any, TrainResult]:
-    """Build the model and train it with ``utils.train.train``. Returns ``(model, tokenizer, result)``.
+             data: tuple | None = None, peak_gflops: float | None = None) -> tuple[GPT, Any, TrainResult]:
+    """Build the model and train it with ``utils.loop.train``. Returns ``(model, tokenizer, result)``.
 
-    writer: a ``tb.RunWriter`` (open it with ``utils.train.open_segment`` so that a resume joins the curves).
-    data: ``shakespeare_data()`` if already loaded. overrides: ``TrainConfig`` fields.
-    peak_gflops: the MFU denominator; default: the measured matmul peak in the dtype the run computes in.
+    writer: a ``tb.RunWriter`` (open it with ``utils.loop.open_segment`` so that a resume joins the curves).
+    data: ``shakespeare_data()`` if already loaded. peak_gflops: the MFU denominator; default: the matmul
+    peak measured now on the run's device, in the dtype the run computes in.
     """
     tokenizer, train_ids, val_ids = data if data is not None else shakespeare_data()
-    model = build_model(setup, tokenizer.vocab_size)
-    optimizer = make_adamw(model, setup.lr, setup.weight_decay)
-    config = train_config(setup, model, **overrides)
+    if tokenizer.vocab_size != setup.model.vocab_size:
+        raise ValueError(f"setup.model.vocab_size is {setup.model.vocab_size} but the tokenizer has "
+                         f"{tokenizer.vocab_size} tokens: set GPTConfig(vocab_size={tokenizer.vocab_size})")
+    model = build_model(setup)
+    config = dataclasses.replace(setup.training, flops_per_unit=float(flops_per_token(setup.model)))
     if peak_gflops is None:
-        bf16 = config.autocast == "bf16" or (config.autocast == "auto" and perf.bf16_autocast_supported())
-        peak_gflops = perf.matmul_peak_gflops(dtype=torch.bfloat16 if bf16 else torch.float32)
-    val_batches = fixed_windows(val_ids, setup.block_size, setup.batch_size, setup.eval_batches)
+        peak_gflops = _peak_gflops(config)
+    block, batch = setup.model.block_size, setup.batch_size
+    val_batches = fixed_windows(val_ids, block, batch, setup.eval_batches)
     result = train(
-        model, optimizer, config, batch_fn=random_windows(train_ids, setup.block_size, setup.batch_size,
-                                                          setup.seed),
-        loss_fn=lm_loss, eval_fn=lambda m: evaluate(m, val_batches, lm_loss, units="tokens"), writer=writer,
+        model, make_adamw(model, config.lr, setup.weight_decay), config,
+        batch_fn=random_windows(train_ids, block, batch, setup.seed), loss_fn=lm_loss,
+        eval_fn=lambda m: evaluate(m, val_batches, lm_loss, units="tokens"), writer=writer,
         resume_from=resume_from, sample_fn=sampler(tokenizer), peak_gflops=peak_gflops,
-        extra_state={"setup": asdict(setup), "tokenizer": tokenizer.to_dict()})
+        extra_state={"setup": setup.to_dict(), "tokenizer": tokenizer.to_dict()})
     return model, tokenizer, result
 
 
-def export_weights(path: str | Path, model: Any, tokenizer: Any, setup: PretrainSetup,
+def _peak_gflops(config: TrainConfig) -> float:
+    device = resolve_device(config.device)
+    bf16 = autocast_context(config.autocast, device) is not contextlib.nullcontext
+    return perf.matmul_peak_gflops(dtype=torch.bfloat16 if bf16 else torch.float32, device=str(device))
+
+
+def export_weights(path: str | Path, model: GPT, tokenizer: Any, setup: PretrainSetup,
                    metrics: dict[str, Any]) -> str:
-    """Write the shipped, weights-only checkpoint atomically, and ``<path>.sha256``; return the hash.
-    Contents: ``model`` (fp32 state dict), ``model_config``, ``tokenizer`` (dict), ``setup``, ``metrics``."""
-    from utils.gpt import config_to_dict
+    """Write the shipped weights as safetensors (fp32), atomically, and ``<path>.sha256``; return the hash.
+    Metadata (JSON strings): ``model_config``, ``tokenizer``, ``setup``, ``metrics``. The tied embedding
+    and output matrices are stored once (``safetensors.torch.save_model`` drops the duplicate name)."""
+    from safetensors.torch import save_model
 
     path = Path(path)
-    state = {"format_version": ckpt.FORMAT_VERSION, "step": int(metrics.get("steps", 0)),
-             "model": {k: v.detach().float().contiguous() for k, v in model.state_dict().items()},
-             "model_config": config_to_dict(model.config), "tokenizer": tokenizer.to_dict(),
-             "setup": asdict(setup), "metrics": dict(metrics)}
-    ckpt.atomic_torch_save(state, path)
+    metadata = {"format": "llm-tb-book/gpt", "model_config": json.dumps(dataclasses.asdict(model.config)),
+                "tokenizer": json.dumps(tokenizer.to_dict()), "setup": json.dumps(setup.to_dict()),
+                "metrics": json.dumps(metrics)}
+    tmp = path.with_name(path.name + ".tmp")
+    save_model(model.float().cpu(), str(tmp), metadata=metadata)
+    tmp.chmod(0o644)  # safetensors creates the file readable by its owner only
+    tmp.replace(path)
     digest = sha256_file(path)
     sidecar = path.with_name(path.name + ".sha256")
-    tmp = sidecar.with_name(sidecar.name + ".tmp")
-    tmp.write_text(f"{digest}  {path.name}\n")
-    tmp.replace(sidecar)
+    sidecar.with_name(sidecar.name + ".tmp").write_text(f"{digest}  {path.name}\n")
+    sidecar.with_name(sidecar.name + ".tmp").replace(sidecar)
     return digest
 
 
-def main(argv: list[str] | None = None) -> None:
-
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", required=True, help="the weights-only checkpoint to write (.pt)")
-    parser.add_argument("--steps", type=int, default=PretrainSetup.max_steps)
+    parser.add_argument("--out", required=True, help="the weights file to write (.safetensors)")
+    parser.add_argument("--steps", type=int, default=PretrainSetup().training.max_steps)
     parser.add_argument("--checkpoint-dir", default=None,
                         help="full checkpoints (default: checkpoints/pretrain_<name of out>)")
     parser.add_argument("--checkpoint-every", type=int, default=250)
     parser.add_argument("--resume", action="store_true", help="continue from the newest full checkpoint")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _arguments(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out).resolve()
-    checkpoint_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else checkpoints_dir() / f"pretrain_{out.stem}"
-    setup = PretrainSetup(max_steps=args.steps, warmup_steps=min(PretrainSetup.warmup_steps, args.steps // 10))
-    resume_from = ckpt.latest_checkpoint(checkpoint_dir) if args.resume else None
-    if resume_from is not None and ckpt.read_checkpoint(resume_from)["step"] >= setup.max_steps:
-        parser.error(f"{resume_from} is the end of a finished run of {setup.max_steps} steps: nothing to resume")
-    if not args.resume and checkpoint_dir.is_dir():
-        for old in ckpt.list_checkpoints(checkpoint_dir):
+    folder = Path(args.checkpoint_dir) if args.checkpoint_dir else checkpoints_dir() / f"pretrain_{out.stem}"
+    setup = PretrainSetup().with_training(
+        max_steps=args.steps, warmup_steps=min(PretrainSetup().training.warmup_steps, args.steps // 10),
+        checkpoint_every=args.checkpoint_every, checkpoint_dir=str(folder), device=args.device, progress=False)
+    resume_from = ckpt.latest_checkpoint(folder) if args.resume else None
+    if resume_from is not None and ckpt.read_checkpoint(resume_from)["step"] >= args.steps:
+        raise SystemExit(f"{resume_from} ends a finished run of {args.steps} steps: nothing to resume")
+    if not args.resume:
+        for old in ckpt.list_checkpoints(folder):
             old.unlink()
-    from utils.train import open_segment
-
     start = time.perf_counter()
-    print(f"pretraining {setup} -> {out}" + (f" (resuming from {resume_from})" if resume_from else ""), flush=True)
+    print(f"pretraining -> {out}" + (f" (resuming from {resume_from})" if resume_from else ""), flush=True)
     with open_segment(f"{out.stem}_run", "pretrain", resume_from=resume_from, root=out.parent,
-                      hparams={k: v for k, v in asdict(setup).items()}, hparam_metrics=["hparam/val_loss"]) as writer:
-        model, tokenizer, result = pretrain(setup, writer=writer, resume_from=resume_from,
-                                            checkpoint_every=args.checkpoint_every,
-                                            checkpoint_dir=str(checkpoint_dir), progress=False)
+                      hparams=_flat(setup.to_dict()), hparam_metrics=["hparam/val_loss"]) as writer:
+        model, tokenizer, result = pretrain(setup, writer=writer, resume_from=resume_from)
         val_loss = result.eval_metrics[-1]["loss"]
         writer.add_scalar("hparam/val_loss", val_loss, result.steps_done - 1)
-    seconds = time.perf_counter() - start
-    metrics = {"val_loss": val_loss, "val_perplexity": math.exp(val_loss), "steps": result.steps_done,
-               "tokens": result.steps_done * setup.batch_size * setup.block_size * setup.grad_accum_steps,
-               "train_seconds_this_segment": seconds, "tokens_per_s": result.units_per_s,
+    metrics = {"val_loss": val_loss, "steps": result.steps_done, "parameters": model.num_parameters(),
+               "tokens": result.steps_done * setup.batch_size * setup.model.block_size
+               * setup.training.grad_accum_steps, "tokens_per_s": result.units_per_s,
                "mfu": result.mfu if result.mfu is not None else -1.0,
-               "parameters": model.num_parameters()}
+               "train_seconds_this_segment": time.perf_counter() - start}
     digest = export_weights(out, model, tokenizer, setup, metrics)
-    print(f"validation loss {val_loss:.4f} after {result.steps_done} steps, {seconds:.0f} s; "
-          f"{result.units_per_s:.0f} tokens/s; MFU {metrics['mfu']:.2f}; wrote {out} "
-          f"({out.stat().st_size / 1e6:.1f} MB, sha256 {digest[:12]}...)", flush=True)
+    print(f"validation loss {val_loss:.4f} after {result.steps_done} steps; {result.units_per_s:.0f} tokens/s; "
+          f"MFU {metrics['mfu']:.2f}; wrote {out} ({out.stat().st_size / 1e6:.1f} MB, sha256 {digest[:12]}...)")
+
+
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"n_layer": 4}}`` -> ``{"model.n_layer": 4}``, None as "none" (hparams take scalars)."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = "none" if value is None else value
+    return flat
 
 
 if __name__ == "__main__":

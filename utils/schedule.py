@@ -45,8 +45,3 @@ def lr_lambda(*, max_lr: float, warmup_steps: int, total_steps: int, min_lr: flo
                              min_lr=min_lr) / max_lr
 
     return multiplier
-
-
-def constant(step: int, *, max_lr: float, **_: object) -> float:
-    """A constant learning rate (the baseline a schedule is compared with)."""
-    return max_lr

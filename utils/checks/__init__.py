@@ -3,8 +3,14 @@
 One module per lab (``utils.checks.lab00`` for ``labs/lab00_*.ipynb``), each registering its checkers with
 ``@checker("<lab>.<exercise>")``. Every checker raises ``CheckFailed`` (an ``AssertionError``) with a
 diagnosis, or prints a line starting with "PASSED". A stub that still raises ``NotImplementedError`` fails
-with its hint. ``all_checkers()`` imports every lab module and returns the registry; a test proves that every
-checker rejects its lab's stub and accepts its solution.
+with its hint; any other exception the reader's code raises becomes a ``CheckFailed`` that names it (the
+original traceback stays attached). ``all_checkers()`` imports every lab module and returns the registry.
+
+How a checker decides (so that a diagnosis never blames a fault the answer does not have): it builds fresh
+inputs itself, keeps copies of them to notice edits made in place, runs several regimes (small and large
+magnitudes, ties, infinities), and names a specific mistake only when the answer reproduces that mistake's
+output exactly; anything else gets a neutral message that shows the input, the answer and the expected value.
+``tests/test_checkers.py`` proves this for every registered checker with the cases in ``tests/checker_cases``.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import importlib
 import pkgutil
 from collections.abc import Callable
 from typing import Any
+
+import numpy as np
 
 
 class CheckFailed(AssertionError):
@@ -33,17 +41,51 @@ def checker(exercise_id: str) -> Callable[[Callable[..., Any]], Callable[..., An
 
 
 def call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call the reader's function; an unfinished stub becomes a ``CheckFailed`` that repeats its hint."""
+    """Call the reader's function. An unfinished stub becomes a ``CheckFailed`` that repeats its hint; any other
+    exception becomes a ``CheckFailed`` naming it, chained to the original so that its traceback is shown."""
+    name = getattr(function, "__qualname__", getattr(function, "__name__", repr(function)))
     try:
         return function(*args, **kwargs)
     except NotImplementedError as exc:
-        raise CheckFailed(f"{function.__name__} is not implemented yet. Hint: {exc}") from None
+        raise CheckFailed(f"{name} is not implemented yet. Hint: {exc}") from None
+    except CheckFailed:
+        raise
+    except Exception as exc:  # the reader's code may raise anything; say which call failed, and how
+        raise CheckFailed(f"{name} raised {type(exc).__name__}: {exc} (see the traceback above for the line; "
+                          "the check called it with inputs it built itself)") from exc
 
 
 def passed(exercise_id: str) -> None:
     print(f"PASSED {exercise_id}")
 
 
+def unchanged(given: Any, original: Any) -> bool:
+    """Whether an input the reader's function received still equals the copy taken before the call
+    (NaN equal to NaN). Works for numpy arrays, torch tensors and lists of numbers."""
+    if hasattr(given, "detach"):
+        given, original = given.detach().cpu().numpy(), original.detach().cpu().numpy()
+    a, b = np.asarray(given), np.asarray(original)
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+
+
+def graph_free_number(result: Any, what: str) -> float:
+    """The reader's scalar result as a float: a Python number, a numpy scalar or one-element array, or a
+    torch tensor without a computation graph. Anything else is a ``CheckFailed`` that says what to return."""
+    if result is None:
+        raise CheckFailed(f"{what} returned None: did you forget the `return`?")
+    if getattr(result, "requires_grad", False):
+        raise CheckFailed(f"{what} returned a tensor that is still attached to the computation graph "
+                          "(requires_grad=True): return a plain number, with .item(), and compute it under "
+                          "torch.no_grad() so that no graph is built")
+    try:
+        array = np.asarray(result.detach().cpu() if hasattr(result, "detach") else result, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise CheckFailed(f"{what} returned {type(result).__name__}; return one number") from None
+    if array.size != 1:
+        raise CheckFailed(f"{what} returned {array.size} numbers (shape {array.shape}); return one number")
+    return float(array.reshape(-1)[0])
 
 
 def all_checkers() -> dict[str, Callable[..., Any]]:

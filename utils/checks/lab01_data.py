@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from utils.checks import CheckFailed, call, checker, passed
+from utils.checks import CheckFailed, call, checker, passed, unchanged
 
 
 def _scaler_data() -> tuple[np.ndarray, np.ndarray]:
@@ -31,74 +31,116 @@ def _standardise(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray
     return (x - mean) / np.where(std > 0, std, 1.0)
 
 
+def _transformed(scaler: Any, x: np.ndarray, what: str) -> np.ndarray:
+    """``scaler.transform(x)`` as a float64 array, with ``x`` checked for edits made in place."""
+    original = x.copy()
+    result = call(scaler.transform, x)
+    if not unchanged(x, original):
+        raise CheckFailed(f"transform changed the array it was given ({what}): work on a new array "
+                          "(`x - mean` makes one; `x -= mean` overwrites the caller's data)")
+    if result is None:
+        raise CheckFailed("transform returned None: did you forget the `return`?")
+    z = np.asarray(result.detach() if hasattr(result, "detach") else result, dtype=np.float64)
+    if z.shape != x.shape:
+        raise CheckFailed(f"transform returned shape {z.shape} for input {x.shape} ({what}): return one "
+                          "standardised value per input value")
+    return z
+
+
+def _fitted(scaler_class: Callable[[], Any], x: np.ndarray) -> Any:
+    """A new scaler fitted on ``x``; ``fit`` must leave ``x`` unchanged and return the scaler itself."""
+    scaler = call(scaler_class)
+    original = x.copy()
+    returned = call(scaler.fit, x)
+    if not unchanged(x, original):
+        raise CheckFailed("fit changed the array it was given: compute the statistics without modifying x "
+                          "(no `x -= ...` or `x /= ...`)")
+    if returned is not scaler:
+        raise CheckFailed(f"fit returned {type(returned).__name__}, not the scaler: end fit with `return self`, "
+                          "so that FeatureScaler().fit(x_train).transform(x) works")
+    return scaler
+
+
+def _scaler_mistake(z_test: np.ndarray, x_train: np.ndarray, x_test: np.ndarray) -> str | None:
+    """The classic mistake that ``z_test`` reproduces, or None."""
+    mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+    both = np.concatenate([x_train, x_test])
+    candidates = [
+        (_standardise(x_test, x_test.mean(axis=0), x_test.std(axis=0)),
+         "statistics from the test split: transform recomputes mean and std from the data it is given. "
+         "Compute them once in fit (from the training split), store them on self and reuse them in transform"),
+        (_standardise(x_test, mean, x_train.std(axis=0, ddof=1)),
+         "the standard deviation uses ddof=1 (the sample std, torch.std's default); standardisation as in "
+         "scikit-learn uses the population std, ddof=0 (numpy's default)"),
+        (_standardise(x_test, x_train.mean(), x_train.std()),
+         "one mean and one std for the whole array: the statistics must be per feature (one per column, "
+         "axis=0)"),
+        (x_test - mean, "centred but not scaled: divide by the per-feature standard deviation too"),
+        (x_test / np.where(std > 0, std, 1.0), "scaled but not centred: subtract the per-feature mean first"),
+        (_standardise(x_test, both.mean(axis=0), both.std(axis=0)),
+         "statistics from training and test rows together: fit on the training split only"),
+        ((x_test - x_test.mean(axis=1, keepdims=True)) / x_test.std(axis=1, keepdims=True),
+         "statistics per row (axis=1): a feature's statistics run down its column (axis=0)"),
+    ]
+    for wrong, message in candidates:
+        if np.allclose(z_test, wrong, rtol=1e-5, atol=1e-6):
+            return message
+    return None
+
+
 @checker("lab01.scaler")
 def check_scaler(scaler_class: Callable[[], Any]) -> None:
     """``scaler_class()`` has ``fit(x_train)`` (learns per-feature mean and population std from the training
-    split only) and ``transform(x)`` -> ``(x - mean) / std``, with std 1 for a constant feature."""
+    split only, std 1 for a constant feature; returns the scaler) and ``transform(x)`` ->
+    ``(x - mean) / std``; neither changes its input. float32 results are accepted (tolerance 1e-5)."""
     x_train, x_test = _scaler_data()
-    train_copy, test_copy = x_train.copy(), x_test.copy()
-    scaler = call(scaler_class)
-    call(scaler.fit, x_train)
-    z_test = np.asarray(call(scaler.transform, x_test), dtype=float)
-    z_train = np.asarray(call(scaler.transform, x_train), dtype=float)
-    if not (np.array_equal(x_train, train_copy) and np.array_equal(x_test, test_copy)):
-        raise CheckFailed("fit or transform changed the array it was given: work on a copy "
-                          "(`x - mean` makes a new array; `x -= mean` changes the caller's data)")
-    if z_test.shape != x_test.shape:
-        raise CheckFailed(f"transform returned shape {z_test.shape} for input {x_test.shape}: return one "
-                          "standardised value per input value")
-    if not np.all(np.isfinite(z_train)):
-        bad = sorted(set(np.argwhere(~np.isfinite(z_train))[:, 1].tolist()))
-        raise CheckFailed(f"non-finite values (NaN or inf) in feature(s) {bad}: feature 4 is constant in the "
-                          "training split, so its std is 0. Divide by 1 for such a feature "
-                          "(np.where(std > 0, std, 1.0))")
+    scaler = _fitted(scaler_class, x_train)
+    z_test = _transformed(scaler, x_test, "the test split")
+    z_train = _transformed(scaler, x_train, "the training split")
     mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+    if not np.all(np.isfinite(z_train)) or not np.all(np.isfinite(z_test)):
+        bad = sorted(set(np.argwhere(~np.isfinite(np.concatenate([z_train, z_test])))[:, 1].tolist()))
+        raise CheckFailed(f"non-finite values (NaN or inf) in feature(s) {bad}: feature 4 is constant in the "
+                          "training split, so its std is 0. Use a std of 1 for such a feature")
+    constant = np.abs(z_test[:, 4]).max()
+    if constant > 1e3:
+        raise CheckFailed(f"feature 4 is constant in the training split and its test values become as large "
+                          f"as {constant:.3g}: a tiny epsilon added to a zero std still divides by almost 0. "
+                          "Replace a zero std by 1 (scikit-learn's rule)")
     expected = _standardise(x_test, mean, std)
-    if np.allclose(z_test, expected, rtol=1e-6, atol=1e-8):
-        if not np.allclose(z_train, _standardise(x_train, mean, std), rtol=1e-6, atol=1e-8):
-            raise CheckFailed("transform(x_test) is right but transform(x_train) is not: transform must not "
-                              "depend on which split it is called with")
-        passed("lab01.scaler")
-        return
-    diagnoses = [
-        (_standardise(x_test, x_test.mean(axis=0), x_test.std(axis=0)),
-         "statistics from the test split: transform recomputes mean and std from the data it is given, so the "
-         "test split gets mean 0 and std 1 exactly. Compute them once in fit (from the training split), store "
-         "them (self.mean_, self.std_) and reuse them in transform"),
-        (_standardise(x_test, mean, x_train.std(axis=0, ddof=1)),
-         "the standard deviation uses ddof=1 (the sample std, torch.std's default); standardisation as in "
-         "scikit-learn uses the population std: np.std(x, axis=0) (ddof=0)"),
-        (_standardise(x_test, x_train.mean(), x_train.std()),
-         "one mean and one std for the whole array: the statistics must be per feature (one per column), "
-         "np.mean(x, axis=0)"),
-        (x_test - mean, "centred but not scaled: divide by the per-feature standard deviation too"),
-        (x_test / np.where(std > 0, std, 1.0), "scaled but not centred: subtract the per-feature mean first"),
-        (_standardise(x_test, np.concatenate([x_train, x_test]).mean(axis=0),
-                      np.concatenate([x_train, x_test]).std(axis=0)),
-         "statistics from training and test rows together: fit on the training split only"),
-    ]
-    for wrong, message in diagnoses:
-        if wrong.shape == z_test.shape and np.allclose(z_test, wrong, rtol=1e-6, atol=1e-8):
+    if not np.allclose(z_test, expected, rtol=1e-5, atol=1e-6):
+        message = _scaler_mistake(z_test, x_train, x_test)
+        if message:
             raise CheckFailed(message)
-    row_wise = (x_test - x_test.mean(axis=1, keepdims=True)) / x_test.std(axis=1, keepdims=True)
-    if np.allclose(z_test, row_wise, rtol=1e-6, atol=1e-8):
-        raise CheckFailed("statistics per row (axis=1): a feature's statistics run down its column (axis=0)")
-    worst = np.unravel_index(np.abs(z_test - expected).argmax(), z_test.shape)
-    raise CheckFailed(f"transform(x_test) differs from (x_test - mean_train) / std_train: at row {worst[0]}, "
-                      f"feature {worst[1]} you return {z_test[worst]:.4f}, expected {expected[worst]:.4f}")
+        worst = np.unravel_index(np.abs(z_test - expected).argmax(), z_test.shape)
+        raise CheckFailed(f"transform(x_test) differs from (x_test - mean_train) / std_train: at row {worst[0]}, "
+                          f"feature {worst[1]} you return {z_test[worst]:.4f}, expected {expected[worst]:.4f}")
+    if not np.allclose(z_train, _standardise(x_train, mean, std), rtol=1e-5, atol=1e-6):
+        raise CheckFailed("transform(x_test) is right but transform(x_train) is not: transform must not "
+                          "depend on which split it is called with")
+    _check_refit(scaler_class, scaler, x_train, x_test)
+    passed("lab01.scaler")
 
 
-@checker("lab01.windows")
-def check_windows(dataset_class: Callable[..., Any]) -> None:
-    """``dataset_class(ids, block_size)``: ``len = N - block_size``; item i is ``(ids[i:i+T], ids[i+1:i+T+1])``,
-    two int64 tensors of shape (T,)."""
-    import torch
+def _check_refit(scaler_class: Callable[[], Any], first: Any, x_train: np.ndarray, x_test: np.ndarray) -> None:
+    """A second scaler fitted on other data must not change the first; refitting must replace statistics."""
+    other = x_train * 3.0 + 7.0
+    second = _fitted(scaler_class, other)
+    if not np.allclose(_transformed(first, x_test, "the test split"),
+                       _standardise(x_test, x_train.mean(axis=0), x_train.std(axis=0)), rtol=1e-5, atol=1e-6):
+        raise CheckFailed("fitting a second scaler changed the first one: the statistics are shared between "
+                          "instances (class attributes or globals). Store them on self")
+    call(second.fit, x_train)
+    if not np.allclose(_transformed(second, x_test, "the test split"),
+                       _standardise(x_test, x_train.mean(axis=0), x_train.std(axis=0)), rtol=1e-5, atol=1e-6):
+        raise CheckFailed("calling fit a second time did not replace the statistics of the first fit: each fit "
+                          "must compute them afresh from the data it is given")
 
-    ids = torch.arange(100, 140)  # 40 distinct ids, so every shift is recognisable
-    block = 5
-    dataset = call(dataset_class, ids, block)
-    n_expected = len(ids) - block
-    length = call(len, dataset)
+
+def _check_length(length: Any, n_ids: int, block: int) -> None:
+    n_expected = n_ids - block
+    if not isinstance(length, int):
+        raise CheckFailed(f"__len__ returned {type(length).__name__}; return an int")
     if length == n_expected + 1:
         raise CheckFailed(f"len is {length}, one too many: the last window's target would run past the end. A "
                           f"window starting at i needs ids up to i + block_size, so there are N - block_size = "
@@ -106,45 +148,83 @@ def check_windows(dataset_class: Callable[..., Any]) -> None:
     if length == n_expected - 1:
         raise CheckFailed(f"len is {length}, one too few: the window starting at N - block_size - 1 (its "
                           f"target ends at the last id) is missing. There are N - block_size = {n_expected}")
+    if length in (n_ids // block, (n_ids - 1) // block):
+        raise CheckFailed(f"len is {length} for {n_ids} ids and block_size {block}: that counts non-overlapping "
+                          f"chunks. The windows overlap, one per start position: N - block_size = {n_expected}")
     if length != n_expected:
-        raise CheckFailed(f"len is {length} for {len(ids)} ids and block_size {block}; expected N - block_size "
+        raise CheckFailed(f"len is {length} for {n_ids} ids and block_size {block}; expected N - block_size "
                           f"= {n_expected} (one window per start 0 .. N - block_size - 1)")
-    for index in (1, 17, 0, n_expected - 1):
-        item = call(dataset.__getitem__, index)
-        if not (isinstance(item, tuple | list) and len(item) == 2):
-            raise CheckFailed(f"dataset[{index}] must be a pair (x, y), got {type(item).__name__}")
-        x, y = item
-        if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
-            raise CheckFailed(f"dataset[{index}] must hold torch tensors (DataLoader stacks them into "
-                              f"batches), got {type(x).__name__} and {type(y).__name__}")
-        if x.dtype != torch.long or y.dtype != torch.long:
-            raise CheckFailed(f"dtypes {x.dtype}, {y.dtype}: token ids must be int64 (torch.long), which "
-                              "nn.Embedding and cross_entropy expect")
-        want_x, want_y = ids[index:index + block], ids[index + 1:index + block + 1]
-        if y.numel() == 1 and y.reshape(-1)[0].item() == ids[index + block].item():
-            raise CheckFailed("y is a single next token: a GPT predicts the next token at every position, so y "
-                              "is the whole window shifted by one, ids[i+1 : i+block_size+1]")
-        if x.shape != (block,) or y.shape != (block,):
-            raise CheckFailed(f"dataset[{index}] has shapes {tuple(x.shape)}, {tuple(y.shape)}; both must be "
-                              f"({block},) = (block_size,)")
-        if not torch.equal(x, want_x):
-            raise CheckFailed(f"x of window {index} is {x.tolist()}, expected ids[{index}:{index + block}] = "
-                              f"{want_x.tolist()}")
-        if torch.equal(y, x):
-            raise CheckFailed("y equals x: the target must be the input shifted by one token "
-                              "(y[t] is the token after x[t]: ids[i+1 : i+block_size+1])")
-        if index + block + 2 <= len(ids) and torch.equal(y, ids[index + 2:index + block + 2]):
-            raise CheckFailed("off by one: y is shifted by two tokens; y = ids[i+1 : i+block_size+1]")
-        if index >= 1 and torch.equal(y, ids[index - 1:index + block - 1]):
-            raise CheckFailed("y is shifted the wrong way (it holds the previous tokens); y = "
-                              "ids[i+1 : i+block_size+1]")
-        if not torch.equal(y, want_y):
-            raise CheckFailed(f"y of window {index} is {y.tolist()}, expected ids[{index + 1}:{index + block + 1}]"
-                              f" = {want_y.tolist()}")
+
+
+def _check_item(item: Any, ids: Any, index: int, block: int) -> None:
+    import torch
+
+    if not (isinstance(item, tuple | list) and len(item) == 2):
+        raise CheckFailed(f"dataset[{index}] must be a pair (x, y), got {type(item).__name__}")
+    x, y = item
+    if not (isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor)):
+        raise CheckFailed(f"dataset[{index}] must hold torch tensors (DataLoader stacks them into "
+                          f"batches), got {type(x).__name__} and {type(y).__name__}")
+    if x.dtype != torch.long or y.dtype != torch.long:
+        raise CheckFailed(f"dtypes {x.dtype}, {y.dtype}: token ids must be int64 (torch.long), which "
+                          "nn.Embedding and cross_entropy expect")
+    want_x, want_y = ids[index:index + block], ids[index + 1:index + block + 1]
+    if y.numel() == 1 and y.reshape(-1)[0].item() == ids[index + block].item():
+        raise CheckFailed("y is a single next token: a GPT predicts the next token at every position, so y "
+                          "is the whole window shifted by one, ids[i+1 : i+block_size+1]")
+    if x.shape != (block,) or y.shape != (block,):
+        raise CheckFailed(f"dataset[{index}] has shapes {tuple(x.shape)}, {tuple(y.shape)} for block_size "
+                          f"{block}; both must be ({block},): use the block_size given to __init__")
+    if not torch.equal(x, want_x):
+        late = torch.equal(x, ids[index + 1:index + block + 1])
+        raise CheckFailed(f"x of window {index} is {x.tolist()}, expected ids[{index}:{index + block}] = "
+                          f"{want_x.tolist()}" + (": window i must start at ids[i]" if late else ""))
+    if torch.equal(y, x):
+        raise CheckFailed("y equals x: the target must be the input shifted by one token "
+                          "(y[t] is the token after x[t]: ids[i+1 : i+block_size+1])")
+    if index + block + 2 <= len(ids) and torch.equal(y, ids[index + 2:index + block + 2]):
+        raise CheckFailed("off by one: y is shifted by two tokens; y = ids[i+1 : i+block_size+1]")
+    if index >= 1 and torch.equal(y, ids[index - 1:index + block - 1]):
+        raise CheckFailed("y is shifted the wrong way (it holds the previous tokens); y = "
+                          "ids[i+1 : i+block_size+1]")
+    if block > 1 and torch.equal(y[:-1], want_y[:-1]) and y[-1] == x[0]:
+        raise CheckFailed("the last target wraps around to the window's first token (as torch.roll does): the "
+                          "target after x[-1] is the next id in the data, ids[i+block_size]")
+    if not torch.equal(y, want_y):
+        raise CheckFailed(f"y of window {index} is {y.tolist()}, expected ids[{index + 1}:{index + block + 1}]"
+                          f" = {want_y.tolist()}")
+
+
+def _check_dataset(dataset: Any, ids: Any, block: int) -> None:
     from torch.utils.data import DataLoader
 
+    n_expected = len(ids) - block
+    _check_length(call(len, dataset), len(ids), block)
+    for index in sorted({1, n_expected // 2, 0, n_expected - 1}):
+        _check_item(call(dataset.__getitem__, index), ids, index, block)
     bx, by = next(iter(DataLoader(dataset, batch_size=4)))
-    if bx.shape != (4, block) or not torch.equal(bx[:, 1:], by[:, :-1]):
+    if bx.shape != (4, block) or not bx[:, 1:].equal(by[:, :-1]):
         raise CheckFailed(f"a DataLoader batch has shapes {tuple(bx.shape)}, {tuple(by.shape)}; expected "
                           f"(4, {block}) each, with y shifted by one")
+
+
+@checker("lab01.windows")
+def check_windows(dataset_class: Callable[..., Any]) -> None:
+    """``dataset_class(ids, block_size)``: ``len = N - block_size``; item i is ``(ids[i:i+T], ids[i+1:i+T+1])``,
+    two int64 tensors of shape (T,). Checked for two datasets at once (block sizes 5 and 3), which must not
+    share their data, and for ``ids`` left unchanged."""
+    import torch
+
+    ids, other_ids = torch.arange(100, 140), torch.arange(300, 321)  # distinct ids: every shift is recognisable
+    copies = ids.clone(), other_ids.clone()
+    first = call(dataset_class, ids, 5)
+    second = call(dataset_class, other_ids, 3)
+    if not (unchanged(ids, copies[0]) and unchanged(other_ids, copies[1])):
+        raise CheckFailed("the dataset changed the ids it was given: store them (or a converted copy) "
+                          "without modifying them")
+    _check_dataset(second, other_ids, 3)
+    if call(len, first) == len(other_ids) - 3 or torch.equal(call(first.__getitem__, 0)[0][:3], other_ids[:3]):
+        raise CheckFailed("creating a second dataset changed the first one: ids and block_size are shared "
+                          "between instances (class attributes or globals). Store them on self in __init__")
+    _check_dataset(first, ids, 5)
     passed("lab01.windows")

@@ -23,14 +23,18 @@ def check_causal_mask(causal_mask: Callable[[int], Any]) -> None:
 
     for size in (5, 1, 8):
         mask = call(causal_mask, size)
+        if mask is None:
+            raise CheckFailed(f"causal_mask({size}) returned None: did you forget the `return`?")
         if not isinstance(mask, torch.Tensor):
             raise CheckFailed(f"causal_mask({size}) returned a {type(mask).__name__}; return a torch tensor")
         if mask.shape != (size, size):
             raise CheckFailed(f"causal_mask({size}) has shape {tuple(mask.shape)}; expected ({size}, {size}): "
                               "one row per query position, one column per key position")
         if mask.dtype != torch.bool:
-            raise CheckFailed(f"dtype {mask.dtype}: return a bool mask (True = may attend). An additive float "
-                              "mask (0 and -inf) is the other convention; build it later from the bool one")
+            if mask.is_floating_point() and torch.isinf(mask).any():
+                raise CheckFailed("an additive float mask (0 and -inf): this exercise wants the bool one "
+                                  "(True = may attend), from which the additive one is built later")
+            raise CheckFailed(f"dtype {mask.dtype}: return a bool mask (True = may attend), dtype=torch.bool")
         allowed = torch.tril(torch.ones(size, size, dtype=torch.bool))
         if torch.equal(mask, allowed):
             continue
@@ -70,7 +74,7 @@ def _reference_module(n_embd: int, n_head: int, seed: int):
 def _variant(attention: Any, x: Any, *, mask: str = "causal", scale: str = "sqrt_q", split: str = "right",
              merge: str = "right", softmax_dim: int = -1, project: bool = True):
     """Attention computed by hand, with one mistake switched on (the defaults compute it right).
-    mask: "causal", "none", "transposed" or "after_softmax"; scale: "sqrt_q", "none", "q" or "sqrt_c";
+    mask: "causal", "none", "transposed", "multiply" or "after_softmax"; scale: "sqrt_q", "none", "q" or "sqrt_c";
     split / merge: "right", "interleaved" (split only) or "no_transpose"."""
     import torch
 
@@ -94,6 +98,8 @@ def _variant(attention: Any, x: Any, *, mask: str = "causal", scale: str = "sqrt
         scores = scores.masked_fill(~allowed, float("-inf"))
     elif mask == "transposed":
         scores = scores.masked_fill(~allowed.T, float("-inf"))
+    elif mask == "multiply":
+        scores = scores * allowed
     weights = torch.softmax(scores, dim=softmax_dim)
     if mask == "after_softmax":
         weights = weights.masked_fill(~allowed, 0.0)
@@ -107,6 +113,8 @@ _MISTAKES: list[tuple[dict[str, Any], str]] = [
                        "t+2, ... Fill the scores above the diagonal with -inf before the softmax"),
     ({"mask": "transposed"}, "the mask leaks the future: it is transposed (upper triangle kept), so position t "
                              "sees the positions after it. Keep j <= i: torch.tril"),
+    ({"mask": "multiply"}, "the scores are multiplied by the mask: a masked score becomes 0, and exp(0) still "
+                           "gives the future a weight. Fill masked scores with -inf (masked_fill) instead"),
     ({"mask": "after_softmax"}, "the mask is applied after the softmax: each row's weights no longer sum to 1 "
                                 "(and the future still shaped the normalisation). Fill the scores with -inf "
                                 "before the softmax"),
@@ -122,53 +130,114 @@ _MISTAKES: list[tuple[dict[str, Any], str]] = [
                                 "reshaping to (B, T, C), or positions and heads are mixed"),
     ({"softmax_dim": -2}, "softmax over the wrong axis: normalise each query's scores over the keys, the last "
                           "axis (dim=-1)"),
+    ({"softmax_dim": 1}, "softmax over the wrong axis (the heads): normalise each query's scores over the "
+                         "keys, the last axis (dim=-1)"),
+    ({"softmax_dim": 0}, "softmax over the wrong axis (the batch): normalise each query's scores over the "
+                         "keys, the last axis (dim=-1)"),
     ({"project": False}, "the output projection is missing: apply attention.c_proj to the merged heads"),
 ]
+
+
+def _sealed(attention: Any) -> Any:
+    """A copy of ``attention`` whose ``attn(x)`` raises: the exercise computes attention from its layers."""
+    import torch
+
+    from utils.gpt import CausalSelfAttention
+
+    class SealedAttention(CausalSelfAttention):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            raise CheckFailed("attention_forward called attn(x) itself, which is the answer it should compute: "
+                              "use its layers (attn.c_attn, attn.c_proj) and attn.n_head instead")
+
+    sealed = SealedAttention.__new__(SealedAttention)
+    sealed.__dict__.update(attention.__dict__)
+    return sealed
+
+
+def _expected(attention: Any, x: Any) -> Any:
+    from utils.gpt import CausalSelfAttention
+
+    return CausalSelfAttention.forward(attention, x)
+
+
+def _answer(attention_forward: Callable[[Any, Any], Any], attention: Any, x: Any, what: str) -> Any:
+    """The reader's output for ``x``, checked for type, shape and edits of ``x``."""
+    import torch
+
+    original = x.clone()
+    got = call(attention_forward, _sealed(attention), x)
+    if not torch.equal(x, original):
+        raise CheckFailed(f"attention_forward changed its input x ({what}): x is the residual stream the "
+                          "caller still needs; compute new tensors and leave x as it was")
+    if not isinstance(got, torch.Tensor):
+        raise CheckFailed(f"returned a {type(got).__name__}; return the (B, T, C) tensor")
+    if got.shape != x.shape:
+        raise CheckFailed(f"output shape {tuple(got.shape)} for x of shape {tuple(x.shape)} ({what}); expected "
+                          "(B, T, C): merge the heads back and apply the output projection")
+    return got
+
+
+#: (n_embd, n_head, batch, T, input scale, what) of the regimes after the first: one head, one position, a
+#: longer sequence, and inputs large enough that exp() of an unshifted score overflows in float32.
+_REGIMES = [(8, 1, 1, 5, 1.0, "one head"), (32, 4, 1, 1, 1.0, "T = 1"), (32, 4, 3, 11, 1.0, "T = 11"),
+            (32, 4, 2, 6, 5.0, "large inputs")]
+
+
+def _diagnose_main(attention_forward: Callable[[Any, Any], Any], attention: Any, x: Any, got: Any) -> None:
+    """``got`` differs from the reference for the main regime: raise the diagnosis that fits it."""
+    import torch
+
+    for options, message in _MISTAKES:
+        if torch.allclose(got, _variant(attention, x, **options), rtol=1e-4, atol=1e-5, equal_nan=True):
+            raise CheckFailed(message)
+    if torch.isnan(got).any():
+        rows = torch.isnan(got).any(dim=-1).any(dim=0).nonzero().flatten().tolist()
+        if rows == [0]:
+            raise CheckFailed("NaN at position 0 only: its row of scores is entirely -inf, so the diagonal is "
+                              "masked. A position must be allowed to attend to itself")
+        raise CheckFailed(f"NaN in the output at positions {rows}: some row of weights is 0/0 (a row of "
+                          "scores that is entirely -inf, or weights normalised over a fully masked axis)")
+    changed = x.clone()
+    changed[:, 4:] += 1.0
+    moved = (_answer(attention_forward, attention, changed, "x changed at positions 4-5")[:, :4]
+             - got[:, :4]).abs().max().item()
+    if moved > 1e-5:
+        raise CheckFailed(f"the mask leaks the future: changing positions 4-5 changed the outputs at "
+                          f"positions 0-3 by up to {moved:.3g}")
+    error = (got - _expected(attention, x)).abs().max().item()
+    raise CheckFailed(f"the output differs from CausalSelfAttention by up to {error:.3g}; nothing leaks from the "
+                      "future, so compare your scaling (1/sqrt(C / n_head)), the softmax axis, the head split "
+                      "and merge, and the projection with the steps above")
 
 
 @checker("lab02.attention")
 def check_attention(attention_forward: Callable[[Any, Any], Any]) -> None:
     """``attention_forward(attn, x)``: x (B, T, C) -> (B, T, C), equal to ``attn(x)`` for a
     ``utils.gpt.CausalSelfAttention`` ``attn`` (causal, scaled by 1/sqrt(head size), heads split from the
-    channel axis), computed by hand from ``attn.c_attn``, ``attn.c_proj`` and ``attn.n_head``."""
+    channel axis), computed by hand from ``attn.c_attn``, ``attn.c_proj`` and ``attn.n_head``, without changing
+    ``x``, for any head count and sequence length, and for inputs large enough to overflow exp()."""
     import torch
 
     attention = _reference_module(n_embd=32, n_head=4, seed=0)  # Q = 8: sqrt(Q), Q and sqrt(C) all differ
     x = torch.randn(2, 6, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        expected = attention(x)
-        got = call(attention_forward, attention, x)
-        if not isinstance(got, torch.Tensor):
-            raise CheckFailed(f"returned a {type(got).__name__}; return the (B, T, C) tensor")
-        if got.shape != expected.shape:
-            raise CheckFailed(f"output shape {tuple(got.shape)}, expected {tuple(expected.shape)} = (B, T, C): "
-                              "merge the heads back and apply the output projection")
-        if torch.isnan(got).any():
-            raise CheckFailed("NaN in the output: a row of scores is entirely -inf (is the diagonal masked?), "
-                              "or the mask was applied after the softmax")
-        if torch.allclose(got, expected, rtol=1e-4, atol=1e-5):
-            single = _reference_module(n_embd=8, n_head=1, seed=2)
-            x1 = torch.randn(1, 5, 8, generator=torch.Generator().manual_seed(3))
-            if not torch.allclose(call(attention_forward, single, x1), single(x1), rtol=1e-4, atol=1e-5):
+        got = _answer(attention_forward, attention, x, "B = 2, T = 6, 4 heads")
+        if not torch.allclose(got, _expected(attention, x), rtol=1e-4, atol=1e-5):
+            _diagnose_main(attention_forward, attention, x, got)
+        for seed, (n_embd, n_head, batch, length, scale, what) in enumerate(_REGIMES, start=2):
+            module = _reference_module(n_embd=n_embd, n_head=n_head, seed=seed)
+            inputs = scale * torch.randn(batch, length, n_embd, generator=torch.Generator().manual_seed(seed))
+            expected = _expected(module, inputs)
+            got = _answer(attention_forward, module, inputs, what)
+            if torch.allclose(got, expected, rtol=1e-4, atol=1e-4 * scale):
+                continue
+            if what == "one head":
                 raise CheckFailed("right for 4 heads but wrong for 1 head: read the head count from "
                                   "attn.n_head instead of assuming it")
-            passed("lab02.attention")
-            return
-        for options, message in _MISTAKES:
-            if torch.allclose(got, _variant(attention, x, **options), rtol=1e-4, atol=1e-5):
-                raise CheckFailed(message)
-        changed = x.clone()
-        changed[:, 4:] += 1.0
-        moved = (call(attention_forward, attention, changed)[:, :4] - got[:, :4]).abs().max().item()
-        if moved > 1e-5:
-            raise CheckFailed(f"the mask leaks the future: changing positions 4-5 changed the outputs at "
-                              f"positions 0-3 by up to {moved:.3g}")
-        single = _reference_module(n_embd=8, n_head=1, seed=2)
-        x1 = torch.randn(1, 5, 8, generator=torch.Generator().manual_seed(3))
-        if torch.allclose(call(attention_forward, single, x1), single(x1), rtol=1e-4, atol=1e-5):
-            raise CheckFailed("right with one head, wrong with four: the head split or merge is wrong. Split "
-                              "with view(B, T, H, Q).transpose(1, 2); merge with transpose(1, 2) then "
-                              "reshape(B, T, C)")
-        error = (got - expected).abs().max().item()
-        raise CheckFailed(f"the output differs from CausalSelfAttention by up to {error:.3g}; the mask is causal, "
-                          "so check the scaling (1/sqrt(C / n_head)), the softmax axis and the projection")
+            if what == "large inputs" and not torch.isfinite(got).all():
+                raise CheckFailed("NaN or inf for large inputs (scores in the thousands): exp() of an unshifted "
+                                  "score overflows. Use torch.softmax, or subtract each row's max score first")
+            error = (got - expected).abs().max().item()
+            raise CheckFailed(f"right for the first input but wrong for {what} (largest difference {error:.3g}): "
+                              "take B, T and C from x.shape and the head count from attn.n_head")
+    passed("lab02.attention")

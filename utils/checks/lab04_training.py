@@ -8,93 +8,196 @@ from typing import Any
 
 import torch
 
-from utils.checks import CheckFailed, call, checker, passed
+from utils.checks import CheckFailed, call, checker, graph_free_number, passed, unchanged
 
 
-def _reference_stop(val_losses: Sequence[float], patience: int, min_delta: float = 0.0) -> int | None:
-    best, bad = math.inf, 0
-    for index, value in enumerate(val_losses):
-        if value < best - min_delta:
-            best, bad = value, 0
-        else:
-            bad += 1
-            if bad >= patience:
-                return index
-    return None
+class _ModeProbe(torch.nn.Module):
+    """Passes its input through and records, for each forward, whether gradients were on and whether the
+    model was in training mode (the probe's own ``training`` follows ``model.train()``/``model.eval()``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[bool, bool]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append((torch.is_grad_enabled(), self.training))
+        return x
+
+
+def _validation_setup() -> tuple[torch.nn.Module, _ModeProbe, list, torch.Tensor, list[int]]:
+    """A model with dropout (in training mode, as a training loop leaves it), batches of 40, 40 and 20 examples
+    sorted by loss (so that every way of averaging gives a different number), and the per-example losses."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(100, 6, generator=generator)
+    y = torch.randint(0, 3, (100,), generator=generator)
+    torch.manual_seed(0)
+    probe = _ModeProbe()
+    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), probe, torch.nn.Dropout(0.5),
+                                torch.nn.Linear(16, 3))
+    with torch.no_grad():
+        model.eval()
+        per_example = torch.nn.functional.cross_entropy(model(x), y, reduction="none")
+    model.train()
+    probe.calls.clear()
+    order = torch.argsort(per_example)
+    sizes = [40, 40, 20]
+    starts = [0, 40, 80]
+    batches = [(x[order][s:s + n], y[order][s:s + n]) for s, n in zip(starts, sizes, strict=True)]
+    return model, probe, batches, per_example[order], sizes
+
+
+def _averaging_mistakes(losses: torch.Tensor, sizes: list[int]) -> list[tuple[float, str]]:
+    """(value, diagnosis) of the ways to average the per-example ``losses`` wrongly."""
+    bounds = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+    means = [losses[a:b].mean().item() for a, b in zip(bounds, bounds[1:], strict=False)]
+    total = losses.sum().item()
+    return [
+        (sum(means) / len(means), "the mean of the batch means: with batches of different sizes that "
+                                  "over-weights the small last batch. Weight each batch by its number of "
+                                  "examples and divide by the total number of examples"),
+        (total, "the sum over all examples: divide by the number of examples"),
+        (sum(m * n for m, n in zip(means, sizes, strict=True)) / len(means),
+         "divided by the number of batches: divide the summed loss by the number of examples"),
+        (total / (sizes[0] * len(sizes)), "every batch is assumed to have the size of the first one: count the "
+                                          "examples of each batch (len(x))"),
+        (means[0], "only the first batch was evaluated (is the return inside the loop?)"),
+        (sum(m * n for m, n in zip(means[:-1], sizes, strict=False)) / sum(sizes[:-1]),
+         "the last batch is missing: every batch of the list counts"),
+    ]
 
 
 @checker("lab04.validation_loss")
 def check_validation_loss(validation_loss: Callable[[torch.nn.Module, list], float]) -> None:
     """``validation_loss(model, batches)``: mean cross-entropy over every example of ``batches`` (a list of
-    ``(x, y)`` of different sizes), with the model in eval mode and no gradients."""
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(100, 6, generator=generator)
-    y = torch.randint(0, 3, (100,), generator=generator)
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(16, 3))
-    model.train()
-    with torch.no_grad():
-        model.eval()
-        per_example = torch.nn.functional.cross_entropy(model(x), y, reduction="none")
-        model.train()
-    order = torch.argsort(per_example)  # sorted, so that batches have different mean losses
-    sizes = [40, 40, 20]
-    starts = [0, 40, 80]
-    batches = [(x[order][s:s + n], y[order][s:s + n]) for s, n in zip(starts, sizes, strict=True)]
-    expected = per_example.mean().item()
-    got = call(validation_loss, model, batches)
-    got = float(got.item() if hasattr(got, "item") else got)
-    batch_means = [per_example[order][s:s + n].mean().item() for s, n in zip(starts, sizes, strict=True)]
-    if math.isclose(got, sum(batch_means) / len(batch_means), rel_tol=1e-4):
-        raise CheckFailed(f"returned {got:.4f}, the mean of the batch means; with batches of {sizes} examples "
-                          f"that over-weights the small last batch. Weight each batch mean by its size: "
-                          f"sum(loss_b * n_b) / sum(n_b) = {expected:.4f}")
-    if math.isclose(got, sum(m * n for m, n in zip(batch_means, sizes, strict=True)), rel_tol=1e-4):
-        raise CheckFailed("returned the weighted sum; divide by the number of examples")
+    ``(x, y)`` of different sizes) as a Python float, with the model in eval mode (dropout off) and under
+    ``torch.no_grad()``, and the model back in training mode afterwards."""
+    model, probe, batches, losses, sizes = _validation_setup()
+    result = call(validation_loss, model, batches)
+    if isinstance(result, torch.Tensor):
+        graph_free_number(result, "validation_loss")  # names a graph first, if there is one
+        raise CheckFailed("validation_loss returned a tensor: return a Python float (.item()), which a "
+                          "training loop can log and compare")
+    got = graph_free_number(result, "validation_loss")
     if not model.training:
         raise CheckFailed("the model was left in eval mode: restore model.train() after evaluating (a training "
                           "loop that evaluates in the middle would go on without dropout)")
-    if not math.isclose(got, expected, rel_tol=1e-4):
-        repeat = call(validation_loss, model, batches)
-        repeat = float(repeat.item() if hasattr(repeat, "item") else repeat)
-        if not math.isclose(repeat, got, rel_tol=1e-6):
-            raise CheckFailed(f"two calls gave {got:.4f} and {repeat:.4f}: dropout is active. Call model.eval() "
-                              "before evaluating (and model.train() after)")
-        raise CheckFailed(f"returned {got:.4f}, expected {expected:.4f} (mean cross-entropy per example)")
+    if not probe.calls:
+        raise CheckFailed("the model was never called on the batches: compute model(x) for each batch")
+    if any(training for _, training in probe.calls):
+        raise CheckFailed("the model ran in training mode, so dropout is active and the loss is noisy: call "
+                          "model.eval() before evaluating (and model.train() after)")
+    if any(grad for grad, _ in probe.calls):
+        raise CheckFailed("the forward passes ran with gradients enabled: wrap the evaluation in "
+                          "torch.no_grad(), or PyTorch keeps every activation for a backward that never comes")
+    expected = losses.mean().item()
+    if not math.isclose(got, expected, rel_tol=1e-5):
+        for wrong, message in _averaging_mistakes(losses, sizes):
+            if math.isclose(got, wrong, rel_tol=1e-5):
+                raise CheckFailed(f"returned {got:.4f}, expected {expected:.4f}: {message}")
+        raise CheckFailed(f"returned {got:.4f}, expected {expected:.4f} (mean cross-entropy over all "
+                          f"{sum(sizes)} examples, batches of {sizes})")
     passed("lab04.validation_loss")
+
+
+def _stop(val_losses: Sequence[float], patience: int, *, ties_improve: bool = False, late: bool = False,
+          reset: bool = True, against_previous: bool = False, skip_non_finite: bool = False,
+          bad_if_not_lower: bool = True, result: str = "index", never: Any = None) -> Any:
+    """The early-stopping rule with one mistake switched on (the defaults compute it right).
+    bad_if_not_lower=False counts an evaluation as bad only when ``value >= best`` (NaN then "improves");
+    result: "index", "count" (index + 1) or "best" (the index of the best evaluation)."""
+    best, best_index, previous, bad = math.inf, None, math.inf, 0
+    for index, value in enumerate(val_losses):
+        if skip_non_finite and not math.isfinite(value):
+            continue
+        reference = previous if against_previous else best
+        improved = value <= reference if ties_improve else value < reference
+        if not bad_if_not_lower:
+            improved = not value >= reference
+        previous = value
+        if improved:
+            best, best_index = value, index
+            bad = 0 if reset else bad
+        else:
+            bad += 1
+            if bad > patience if late else bad >= patience:
+                return {"index": index, "count": index + 1, "best": best_index}[result]
+    return never
+
+
+#: (val_losses, patience): always improving, a plateau, improvements resetting the count, the best so far vs
+#: the previous value, ties, an improvement right after stopping, infinities, NaN (and a recovery after it),
+#: patience 1, nothing.
+STOP_CASES: list[tuple[list[float], int]] = [
+    ([1.0, 0.9, 0.8, 0.7], 2),
+    ([1.0, 0.9, 0.95, 0.97, 0.99, 1.0, 1.0], 3),
+    ([1.0, 1.1, 0.9, 1.2, 0.85, 1.3, 1.4], 2),
+    ([1.0, 0.8, 0.85, 0.82, 0.81, 0.9], 4),
+    ([1.0, 0.9, 0.9, 0.9, 0.9], 3),
+    ([1.0, 1.1, 1.2, 0.5, 0.6, 0.7, 0.8], 2),
+    ([1.0, 0.9, math.inf, math.inf, 0.8], 2),
+    ([1.0, 0.9, math.nan, math.nan, 0.95], 2),
+    ([1.0, 0.9, math.nan, 0.8, 0.85, 0.9], 2),
+    ([2.0, 2.0], 1),
+    ([], 3),
+]
+
+#: (variant options, diagnosis), recognised only when the answer reproduces the variant on every case.
+STOP_MISTAKES: list[tuple[dict[str, Any], str]] = [
+    ({"ties_improve": True}, "a loss equal to the best so far counted as an improvement: only a strictly "
+                             "lower loss is a new best (compare with <, not <=)"),
+    ({"late": True}, "one evaluation late: stop when the count of evaluations without improvement *reaches* "
+                     "patience (>=, not >)"),
+    ({"reset": False}, "the count of bad evaluations is never reset: set it back to 0 whenever a new best "
+                       "appears"),
+    ({"against_previous": True}, "each loss is compared with the previous one: compare it with the *best* "
+                                 "so far"),
+    ({"skip_non_finite": True}, "non-finite losses (inf, NaN) were skipped: a diverged evaluation is an "
+                                "evaluation without improvement and counts towards patience"),
+    ({"bad_if_not_lower": False}, "a NaN loss counted as an improvement: every comparison with NaN is "
+                                  "False, so test for a new best (value < best) and count everything else as "
+                                  "bad, rather than testing value >= best"),
+    ({"result": "count"}, "the number of evaluations was returned (index + 1): return the 0-based index of the "
+                          "evaluation at which the run stops"),
+    ({"result": "best"}, "the index of the best evaluation was returned: return the index at which the run "
+                         "stops (the best one is where a checkpoint would be restored from)"),
+    ({"never": -1}, "a run that never stops must return None, not -1"),
+    ({"never": False}, "a run that never stops must return None, not False"),
+]
 
 
 @checker("lab04.stop_index")
 def check_stop_index(stop_index: Callable[[Sequence[float], int], Any]) -> None:
     """``stop_index(val_losses, patience)``: the index of the evaluation at which early stopping ends the run
-    (the ``patience``-th evaluation in a row without a new best), or ``None`` if it never does."""
-    cases = [
-        ([1.0, 0.9, 0.8, 0.7], 2),  # always improving: never stops
-        ([1.0, 0.9, 0.95, 0.97, 0.99, 1.0, 1.0], 3),  # stops at 4
-        ([1.0, 1.1, 0.9, 1.2, 0.85, 1.3, 1.4], 2),  # improvements reset the count: stops at 6
-        ([1.0, 0.8, 0.85, 0.82, 0.81, 0.9], 4),  # compared with the best (0.8), not the previous value: 5
-    ]
-    for losses, patience in cases:
-        expected = _reference_stop(losses, patience)
-        got = call(stop_index, list(losses), patience)
-        if got == expected:
-            continue
-        if expected is None:
-            raise CheckFailed(f"with validation losses {losses} (always improving) and patience {patience} you "
-                              f"stop at {got}; the run should never stop (return None)")
-        if got is not None and got == expected + 1:
-            raise CheckFailed(f"{losses}, patience {patience}: you stop at {got}, one evaluation late: stop when "
-                              f"the count of evaluations without improvement *reaches* patience (>=)")
-        if got is not None and got == expected - 1:
-            raise CheckFailed(f"{losses}, patience {patience}: you stop at {got}, one evaluation early: the "
-                              f"evaluation that sets a new best does not count as a bad one")
-        if losses == [1.0, 1.1, 0.9, 1.2, 0.85, 1.3, 1.4]:
-            raise CheckFailed(f"{losses}, patience {patience}: you return {got}, expected {expected}. Reset the "
-                              "count of bad evaluations to 0 whenever a new best appears")
-        if losses == [1.0, 0.8, 0.85, 0.82, 0.81, 0.9]:
-            raise CheckFailed(f"{losses}, patience {patience}: you return {got}, expected {expected}. Compare each "
-                              "loss with the *best* so far, not with the previous one")
-        raise CheckFailed(f"{losses}, patience {patience}: you return {got}, expected {expected}. Count the "
-                          "evaluations since the last new best, and return the index where the count reaches "
-                          "patience")
-    passed("lab04.stop_index")
+    (the ``patience``-th evaluation in a row without a new best, a new best being strictly lower than every
+    finite loss; inf and NaN are never a new best), or ``None`` if it never does. ``val_losses`` unchanged."""
+    answers = []
+    for losses, patience in STOP_CASES:
+        given = list(losses)
+        answers.append(call(stop_index, given, patience))
+        if not unchanged(given, losses):
+            raise CheckFailed(f"stop_index changed the list of losses it was given (now {given}): read it "
+                              "without sorting or modifying it")
+    expected = [_stop(losses, patience) for losses, patience in STOP_CASES]
+    wrong = [i for i, (got, want) in enumerate(zip(answers, expected, strict=True)) if not _same(got, want)]
+    if not wrong:
+        passed("lab04.stop_index")
+        return
+    for options, message in STOP_MISTAKES:
+        if all(_same(got, _stop(losses, patience, **options))
+               for got, (losses, patience) in zip(answers, STOP_CASES, strict=True)):
+            raise CheckFailed(message)
+    losses, patience = STOP_CASES[wrong[0]]
+    raise CheckFailed(f"stop_index({losses}, patience={patience}) returned {answers[wrong[0]]!r}, expected "
+                      f"{expected[wrong[0]]!r}: count the evaluations since the last new best (strictly lower "
+                      "than every earlier loss) and return the index where the count reaches patience")
+
+
+def _same(got: Any, want: Any) -> bool:
+    """Equal as early-stopping answers: None only equals None, and an index equals an int of the same value
+    (a bool is not an index)."""
+    if want is None or got is None or isinstance(got, bool) or isinstance(want, bool):
+        return got is want
+    try:
+        return int(got) == want and float(got) == float(want)
+    except (TypeError, ValueError):
+        return False

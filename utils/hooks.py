@@ -1,0 +1,143 @@
+"""What the training loop does around each update, one small function each: scalars, histograms, update
+ratios, evaluation with early stopping, text samples, checkpoints, and the one rule for "every N updates".
+
+``utils.loop.train`` calls these; each takes the writer (a ``tb.RunWriter``) and the step it writes at.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from utils import checkpoint as ckpt
+from utils import perf
+
+
+def due(every: int, step: int, last_step: int) -> bool:
+    """The one rule for "every N updates", used for logging, evaluation, histograms, update ratios, samples
+    and checkpoints alike: at step 0, at every multiple of ``every``, and at the last step; ``every = 0``:
+    never. Steps are 0-based update numbers."""
+    return every > 0 and (step % every == 0 or step == last_step)
+
+
+def group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
+    """The learning rate each parameter group is about to use, by group name (``group<i>`` when unnamed)."""
+    return {group.get("name", f"group{i}"): float(group["lr"]) for i, group in enumerate(optimizer.param_groups)}
+
+
+def log_step(writer: Any, step: int, stats: Any, lrs: dict[str, float], rate: float, config: Any,
+             peak_gflops: float | None) -> None:
+    """The scalars of one update: ``train/loss`` (mean over its micro-batches), ``train/<metric>``,
+    ``train/perplexity``, ``train/lr`` (the first group's; with several distinct rates also
+    ``train/lr/<group>`` each), ``train/grad_norm`` (before clipping), ``perf/<units>_per_s``, ``perf/mfu``."""
+    writer.add_scalar("train/loss", stats.loss, step)
+    if config.perplexity:
+        writer.add_scalar("train/perplexity", math.exp(min(stats.loss, 50.0)), step)
+    for name, value in stats.metrics.items():
+        writer.add_scalar(f"train/{name}", value, step)
+    writer.add_scalar("train/lr", next(iter(lrs.values())), step)
+    if len(set(lrs.values())) > 1:
+        for name, lr in lrs.items():
+            writer.add_scalar(f"train/lr/{name}", lr, step)
+    writer.add_scalar("train/grad_norm", stats.grad_norm, step)
+    writer.add_scalar(f"perf/{config.units}_per_s", rate, step)
+    if config.flops_per_unit and peak_gflops:
+        writer.add_scalar("perf/mfu", perf.mfu(rate, config.flops_per_unit, peak_gflops), step)
+
+
+def log_divergence(writer: Any, step: int, stats: Any) -> None:
+    """Record the non-finite loss of a diverged update, where the writer accepts one (``allow_non_finite``)."""
+    if writer is not None and getattr(writer, "allow_non_finite", False):
+        writer.add_scalar("train/loss", stats.loss, step)
+
+
+def log_histograms(writer: Any, model: torch.nn.Module, step: int) -> None:
+    """``weights/<name>`` (after the update) and ``grads/<name>`` (the gradient it used) per parameter."""
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        writer.add_histogram(f"weights/{name}", p.detach(), step)
+        if p.grad is not None:
+            writer.add_histogram(f"grads/{name}", p.grad.detach(), step)
+
+
+def snapshot_matrices(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the trainable matrices (``ndim >= 2``), taken before an update to measure its size."""
+    return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad and p.ndim >= 2}
+
+
+def log_update_ratios(writer: Any, model: torch.nn.Module, before: dict[str, torch.Tensor], step: int) -> None:
+    """``update_ratio/<name>`` = ||W_after - W_before|| / ||W_before|| for each matrix snapshotted."""
+    params = dict(model.named_parameters())
+    for name, old in before.items():
+        change = torch.linalg.vector_norm(params[name].detach() - old)
+        writer.add_scalar(f"update_ratio/{name}", float(change / (torch.linalg.vector_norm(old) + 1e-12)), step)
+
+
+@dataclass
+class EarlyStopping:
+    """Stop after ``patience`` evaluations in a row without a validation loss *below* the best so far (a tie
+    does not count as progress); optionally keep a copy of the best weights. ``patience=None``: never stop."""
+
+    patience: int | None = None
+    keep_best: bool = False
+    best_loss: float = math.inf
+    best_step: int = -1
+    bad_evals: int = 0
+    best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    def update(self, loss: float, step: int, model: torch.nn.Module) -> bool:
+        """Record one evaluation; return True when training should stop."""
+        if loss < self.best_loss:
+            self.best_loss, self.best_step, self.bad_evals = loss, step, 0
+            if self.keep_best:
+                self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            self.bad_evals += 1
+        return self.patience is not None and self.bad_evals >= self.patience
+
+    def state(self) -> dict[str, float | int]:
+        """What a checkpoint keeps, so a resumed run stops where an uninterrupted one would."""
+        return {"best_val_loss": self.best_loss, "best_step": self.best_step, "bad_evals": self.bad_evals}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.best_loss = float(state.get("best_val_loss", math.inf))
+        self.best_step = int(state.get("best_step", -1))
+        self.bad_evals = int(state.get("bad_evals", 0))
+
+
+def evaluate_and_log(eval_fn: Any, model: torch.nn.Module, step: int, writer: Any,
+                     perplexity: bool) -> dict[str, float]:
+    """Run ``eval_fn(model)``, add ``perplexity`` = exp(loss) if asked, log each as ``val/<name>``."""
+    metrics = {name: float(value) for name, value in eval_fn(model).items()}
+    if perplexity:
+        metrics["perplexity"] = math.exp(min(metrics["loss"], 50.0))
+    model.train()
+    if writer is not None:
+        for name, value in metrics.items():
+            writer.add_scalar(f"val/{name}", value, step)
+    return metrics
+
+
+def log_sample(writer: Any, sample_fn: Any, model: torch.nn.Module, step: int) -> None:
+    """``samples``: the text ``sample_fn(model)`` generates (``add_text``)."""
+    writer.add_text("samples", sample_fn(model), step)
+    model.train()
+
+
+def save_checkpoint(config: Any, step: int, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: Any, stopping: EarlyStopping, writer: Any, extra_state: Any) -> Path:
+    """Save the state after update ``step`` (it records ``step + 1``, the first update a resumed run
+    executes), flushing the writer first so that the log holds everything the checkpoint says happened;
+    then delete all but the newest ``config.keep_checkpoints``."""
+    if writer is not None:
+        writer.flush()
+    extra = {"train_config": asdict(config), "train_state": stopping.state(), **dict(extra_state or {})}
+    path = ckpt.save_checkpoint(ckpt.step_path(config.checkpoint_dir, step + 1), model=model, step=step + 1,
+                                optimizer=optimizer, scheduler=scheduler, extra=extra)
+    ckpt.prune_checkpoints(config.checkpoint_dir, config.keep_checkpoints)
+    return path

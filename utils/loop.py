@@ -1,0 +1,340 @@
+"""The book's one training loop: ``train_step`` (one optimizer update) and ``train`` (the loop around it).
+
+``train_step`` is what every update does: accumulate the gradient of the mean loss over ``k`` micro-batches
+(``loss / k`` backward each, under bf16 autocast when asked), clip the global gradient norm, step. ``train``
+repeats it ``config.max_steps`` times and, around each update, calls the small pieces of ``utils.hooks``:
+scalars, histograms, update ratios, evaluation and early stopping, text samples, checkpoints. One rule
+decides when each happens (``hooks.due``: at step 0, every N updates, and at the last one). Steps are 0-based
+update numbers: what update ``s`` measured, and the evaluation after it, are logged at step ``s``.
+
+========================  ========================================================  ======================
+tag                       what                                                      when
+========================  ========================================================  ======================
+train/loss, train/<m>     mean loss (and metrics) of the update's micro-batches      ``log_every``
+train/perplexity          exp(train/loss), with ``perplexity=True``                 ``log_every``
+train/lr (train/lr/<g>)   learning rate the update used (per group when they differ)  ``log_every``
+train/grad_norm           global L2 norm of the gradient, before clipping           ``log_every``
+perf/<units>_per_s        examples or tokens per second of the update               ``log_every``
+perf/mfu                  model FLOPs utilisation against ``peak_gflops``          ``log_every``
+val/loss, val/<m>         ``eval_fn(model)`` after the update                       ``eval_every``
+weights/<p>, grads/<p>    histograms of each parameter and its gradient            ``histogram_every``
+update_ratio/<p>          ||update|| / ||weight|| of each matrix                    ``update_ratio_every``
+samples                   ``sample_fn(model)`` text                                  ``sample_every``
+========================  ========================================================  ======================
+
+Resuming without a doubled or missing point in any reader: open each run segment with ``open_segment``
+(``purge_step`` 0 for a fresh run, the checkpoint's step on resume); the writer is flushed before each
+checkpoint; a resumed run rewrites, deterministically, every step after its checkpoint, because batches
+come from ``batch_fn(i)``, a pure function of the micro-batch index ``i``.
+
+The same code runs on a GPU: ``TrainConfig(device="cuda")`` (or ``"auto"``) moves the model and every batch
+there, and ``autocast="auto"`` then computes in bf16 where the device supports it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from utils import checkpoint as ckpt
+from utils import hooks, perf
+from utils.batches import batch_count, to_device
+from utils.evaluation import classification_loss
+from utils.optim import make_scheduler
+
+Batch = Any
+LossFn = Callable[[torch.nn.Module, Batch], tuple[torch.Tensor, dict[str, float]]]
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of ``train``. Learning rates in the optimizer's units; ``*_every`` in updates
+    (0 = never; see ``hooks.due``)."""
+
+    max_steps: int
+    lr: float = 1e-3  # the peak learning rate: the optimizer must be built with it
+    min_lr: float = 0.0  # the cosine's floor; min_lr = lr with warmup_steps = 0: a constant rate
+    warmup_steps: int = 0
+    grad_clip: float | None = 1.0  # max global L2 norm; None = no clipping (the norm is still logged)
+    grad_accum_steps: int = 1
+    device: str = "cpu"  # "cpu", "cuda", "cuda:1", "mps", or "auto" (the best one present)
+    autocast: str = "off"  # "off", "bf16", or "auto" (bf16 where the device computes it natively)
+    log_every: int = 1
+    eval_every: int = 0
+    histogram_every: int = 0
+    update_ratio_every: int = 0
+    sample_every: int = 0
+    checkpoint_every: int = 0
+    checkpoint_dir: str | None = None
+    keep_checkpoints: int = 2
+    early_stopping_patience: int | None = None  # evaluations without improvement before stopping
+    restore_best: bool = False  # when stopped early, reload the weights of the best evaluation
+    units: str = "examples"  # what throughput counts: "examples" or "tokens"
+    flops_per_unit: float | None = None  # training FLOPs per unit, for perf/mfu
+    perplexity: bool = False  # also log exp(loss) as train/perplexity and val/perplexity
+    stop_after: int | None = None  # end after this many updates, as if interrupted (to demonstrate resume)
+    progress: bool = True  # a tqdm bar
+    desc: str = "train"
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` did. Lists hold one entry per update / per evaluation of this segment."""
+
+    start_step: int = 0
+    steps_done: int = 0  # updates completed in total (including those before a resume)
+    train_steps: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    eval_steps: list[int] = field(default_factory=list)
+    eval_metrics: list[dict[str, float]] = field(default_factory=list)
+    best_val_loss: float = math.inf
+    best_step: int = -1
+    stopped_early: bool = False
+    diverged: bool = False
+    interrupted: bool = False
+    checkpoints: list[str] = field(default_factory=list)
+    elapsed_s: float = 0.0
+    units_per_s: float = 0.0  # mean throughput, the first update of the segment left out (one-off costs)
+    step_rates: list[float] = field(default_factory=list, repr=False)
+    mfu: float | None = None
+    device: str = "cpu"
+    autocast_dtype: str = "float32"
+
+    def val(self, name: str = "loss") -> list[float]:
+        """One validation metric, in evaluation order."""
+        return [m[name] for m in self.eval_metrics]
+
+
+@dataclass
+class StepStats:
+    """What one update measured: mean loss and metrics over its micro-batches, gradient norm before
+    clipping (NaN when the loss was not finite and no update was made)."""
+
+    loss: float
+    metrics: dict[str, float]
+    grad_norm: float = math.nan
+
+    @property
+    def finite(self) -> bool:
+        return math.isfinite(self.loss) and math.isfinite(self.grad_norm)
+
+
+# --------------------------------------------------------------------------------------------- one update
+
+
+def accumulate_gradients(model: torch.nn.Module, loss_fn: LossFn, micro_batches: list[Batch],
+                         autocast: Callable[[], Any] = contextlib.nullcontext) -> StepStats:
+    """Add the gradient of the mean loss over ``micro_batches`` to ``.grad``: backward of ``loss_i / k`` for
+    each of the k micro-batches. Equal to one backward over the concatenated batch when the micro-batches
+    have the same size and the loss is a per-example mean."""
+    k = len(micro_batches)
+    losses, sums = [], {}
+    for batch in micro_batches:
+        with autocast():
+            loss, metrics = loss_fn(model, batch)
+        (loss / k).backward()  # dividing here makes the summed .grad the gradient of the mean
+        losses.append(loss.detach().float())
+        for name, value in metrics.items():
+            sums[name] = sums.get(name, 0.0) + float(value)
+    return StepStats(loss=float(torch.stack(losses).mean()), metrics={n: v / k for n, v in sums.items()})
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_batches: list[Batch],
+               loss_fn: LossFn, *, grad_clip: float | None = None,
+               autocast: Callable[[], Any] = contextlib.nullcontext) -> StepStats:
+    """One optimizer update from ``micro_batches`` (already on the model's device). A non-finite loss or
+    gradient norm makes no update: the weights stay as they were and ``StepStats.finite`` is False."""
+    optimizer.zero_grad(set_to_none=True)  # set_to_none: .grad is None, not a tensor of zeros
+    stats = accumulate_gradients(model, loss_fn, micro_batches, autocast)
+    if not math.isfinite(stats.loss):
+        return stats
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    limit = grad_clip if grad_clip is not None else math.inf
+    stats.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, limit))  # the norm before clipping
+    if stats.finite:
+        optimizer.step()
+    return stats
+
+
+def accumulated_gradients(model: torch.nn.Module, loss_fn: LossFn,
+                          micro_batches: list[Batch]) -> dict[str, torch.Tensor]:
+    """The gradient ``train_step`` would use, as ``{name: copy}``; leaves the model's ``.grad`` cleared."""
+    model.zero_grad(set_to_none=True)
+    accumulate_gradients(model, loss_fn, micro_batches)
+    grads = {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
+# --------------------------------------------------------------------------------------------- devices
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"``: CUDA if present, else Apple's MPS, else the CPU; any other name as given, checked."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        return torch.device("mps" if mps is not None and mps.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} asked for, but torch sees no CUDA GPU: use device='cpu' or 'auto'")
+    return device
+
+
+def autocast_context(mode: str, device: torch.device | str) -> Callable[[], Any]:
+    """A factory of the context each forward pass runs in, decided once: bf16 autocast for ``"bf16"``, and
+    for ``"auto"`` where ``perf.bf16_autocast_supported`` says the device computes bf16 natively."""
+    if mode not in ("off", "bf16", "auto"):
+        raise ValueError(f"autocast must be 'off', 'bf16' or 'auto', got {mode!r}")
+    device = torch.device(device)
+    if mode == "off" or (mode == "auto" and not perf.bf16_autocast_supported(str(device))):
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+# --------------------------------------------------------------------------------------------- the loop
+
+
+def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig, *,
+          batch_fn: Callable[[int], Batch], loss_fn: LossFn = classification_loss,
+          eval_fn: Callable[[torch.nn.Module], Mapping[str, float]] | None = None, writer: Any = None,
+          resume_from: str | Path | None = None, sample_fn: Callable[[torch.nn.Module], str] | None = None,
+          peak_gflops: float | None = None, extra_state: Mapping[str, Any] | None = None) -> TrainResult:
+    """Train ``model`` for ``config.max_steps`` updates, logging through ``writer`` (a ``tb.RunWriter``).
+
+    batch_fn(i): the i-th micro-batch (i = step * grad_accum_steps + micro), e.g. ``batches.epoch_batches``.
+    loss_fn(model, batch) -> (mean loss, {metric: float}). eval_fn(model) -> {"loss": ..., ...}.
+    resume_from: a checkpoint of an earlier segment (open the writer with ``open_segment``).
+    peak_gflops: the denominator of ``perf/mfu``. extra_state: plain data saved in every checkpoint.
+    """
+    run = _prepare(model, optimizer, config, resume_from)
+    k, last = config.grad_accum_steps, config.max_steps - 1
+    due = hooks.due
+    bar = _progress(config, run.result.start_step)
+    for step in bar:
+        tick = time.perf_counter()
+        micro = [to_device(batch_fn(step * k + i), run.device) for i in range(k)]  # k x (B, ...)
+        before = hooks.snapshot_matrices(model) if writer and due(config.update_ratio_every, step, last) else None
+        lrs = hooks.group_lrs(optimizer)  # the rates this update uses
+        stats = train_step(model, optimizer, micro, loss_fn, grad_clip=config.grad_clip, autocast=run.autocast)
+        if not stats.finite:  # divergence, handled here only: log what the writer accepts, stop
+            hooks.log_divergence(writer, step, stats)
+            run.result.diverged = True
+            break
+        run.scheduler.step()
+        rate = sum(batch_count(b, config.units) for b in micro) / (time.perf_counter() - tick)
+        _record(run.result, step, stats.loss, rate)
+        if writer and due(config.log_every, step, last):
+            hooks.log_step(writer, step, stats, lrs, rate, config, peak_gflops)
+        if writer and due(config.histogram_every, step, last):
+            hooks.log_histograms(writer, model, step)
+        if before is not None:
+            hooks.log_update_ratios(writer, model, before, step)
+        stop = False
+        if eval_fn is not None and due(config.eval_every, step, last):
+            metrics = hooks.evaluate_and_log(eval_fn, model, step, writer, config.perplexity)
+            run.result.eval_steps.append(step)
+            run.result.eval_metrics.append(metrics)
+            stop = run.result.stopped_early = run.stopping.update(metrics["loss"], step, model)
+        if writer and sample_fn is not None and due(config.sample_every, step, last):
+            hooks.log_sample(writer, sample_fn, model, step)
+        if config.checkpoint_every and (due(config.checkpoint_every, step, last) or stop):
+            run.result.checkpoints.append(str(hooks.save_checkpoint(
+                config, step, model=model, optimizer=optimizer, scheduler=run.scheduler,
+                stopping=run.stopping, writer=writer, extra_state=extra_state)))
+        run.result.steps_done = step + 1
+        run.result.interrupted = config.stop_after is not None and step + 1 >= config.stop_after and step < last
+        if stop or run.result.interrupted:
+            break
+    getattr(bar, "close", lambda: None)()
+    return _finish(run, model, config, writer, peak_gflops)
+
+
+# --------------------------------------------------------------------------------------------- its set-up
+
+
+@dataclass
+class _Run:
+    device: torch.device
+    autocast: Callable[[], Any]
+    scheduler: Any
+    stopping: hooks.EarlyStopping
+    result: TrainResult
+    started: float
+
+
+def _prepare(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig,
+             resume_from: str | Path | None) -> _Run:
+    """Check the config, move the model to its device, build the scheduler, restore a checkpoint."""
+    if config.grad_accum_steps < 1:
+        raise ValueError(f"grad_accum_steps must be >= 1, got {config.grad_accum_steps}")
+    if config.checkpoint_every and not config.checkpoint_dir:
+        raise ValueError("checkpoint_every needs checkpoint_dir: say where the checkpoints go")
+    device = resolve_device(config.device)
+    model.to(device)  # in place: the optimizer keeps the same parameter objects
+    autocast = autocast_context(config.autocast, device)
+    scheduler = make_scheduler(optimizer, lr=config.lr, min_lr=config.min_lr,
+                               warmup_steps=config.warmup_steps, total_steps=config.max_steps)
+    stopping = hooks.EarlyStopping(config.early_stopping_patience, config.restore_best)
+    result = TrainResult(device=str(device),
+                         autocast_dtype="float32" if autocast is contextlib.nullcontext else "bfloat16")
+    if resume_from is not None:
+        state = ckpt.load_checkpoint(resume_from, model=model, optimizer=optimizer, scheduler=scheduler)
+        result.start_step = result.steps_done = int(state["step"])
+        stopping.restore(state.get("extra", {}).get("train_state", {}))
+    model.train()
+    return _Run(device, autocast, scheduler, stopping, result, time.perf_counter())
+
+
+def _record(result: TrainResult, step: int, loss: float, rate: float) -> None:
+    result.train_steps.append(step)
+    result.train_loss.append(loss)
+    if step > result.start_step:  # the first update of a segment pays one-off costs
+        result.step_rates.append(rate)
+
+
+def _finish(run: _Run, model: torch.nn.Module, config: TrainConfig, writer: Any,
+            peak_gflops: float | None) -> TrainResult:
+    result = run.result
+    if result.stopped_early and config.restore_best and run.stopping.best_state is not None:
+        model.load_state_dict(run.stopping.best_state)
+    result.best_val_loss, result.best_step = run.stopping.best_loss, run.stopping.best_step
+    result.elapsed_s = time.perf_counter() - run.started
+    result.units_per_s = sum(result.step_rates) / len(result.step_rates) if result.step_rates else 0.0
+    if config.flops_per_unit and peak_gflops and result.units_per_s:
+        result.mfu = perf.mfu(result.units_per_s, config.flops_per_unit, peak_gflops)
+    if writer is not None:
+        writer.flush()
+    return result
+
+
+def _progress(config: TrainConfig, start: int):
+    steps = range(start, config.max_steps)
+    if not config.progress:
+        return steps
+    from tqdm.auto import tqdm
+
+    return tqdm(steps, initial=start, total=config.max_steps, desc=config.desc, mininterval=1.0)
+
+
+def open_segment(chapter: str, run: str, *, resume_from: str | Path | None = None, **kwargs: Any):
+    """``tb.open_run`` for a training run that may be resumed: a fresh run replaces the directory and starts
+    with ``purge_step=0`` (TensorBoard's Python loaders treat the first start marker of a run as its start,
+    so the first segment must write one); a resumed one appends with ``purge_step`` = the checkpoint's step,
+    so every reader shows each step once. Pass the same ``resume_from`` to ``train``."""
+    from utils import tb
+
+    if resume_from is None:
+        return tb.open_run(chapter, run, on_exists="replace", purge_step=0, **kwargs)
+    step = int(ckpt.read_checkpoint(resume_from)["step"])
+    kwargs.pop("hparams", None)  # recorded by the first segment
+    kwargs.pop("hparam_metrics", None)
+    return tb.open_run(chapter, run, on_exists="append", purge_step=step, **kwargs)

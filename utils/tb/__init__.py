@@ -1,0 +1,69 @@
+"""The book's TensorBoard loop: write with tensorboardX, read back with TensorBoard's own loader, check, plot.
+
+Import the package (``from utils import tb``) and call ``tb.open_run``, ``tb.read_scalars``... Its modules:
+
+- ``writing``: ``open_run(chapter, run)`` opens ``runs/<chapter>/<run>`` and yields a ``RunWriter``, a
+  tensorboardX ``SummaryWriter`` that refuses NaN, takes any framework's tensors and flushes for real.
+- ``durable_flush``: the one place that relies on tensorboardX's private state, to make a flush durable.
+- ``reading``: ``read_scalars``, ``read_histograms``, ``read_text``, ``read_images``, ``read_hparams``,
+  ``read_graph``, ``read_embeddings``, ``list_runs`` and ``list_tags`` return everything a run holds.
+- ``checking``: ``assert_logged``, the assertion every chapter ends with.
+- ``plotting``: ``smooth``, ``plot_scalars`` and ``plot_histograms`` draw what TensorBoard would.
+- ``showing``: ``show`` embeds live TensorBoard in a notebook, or plots when executed headless.
+- ``errors``: the exceptions all of these raise on purpose.
+"""
+
+from utils.tb.checking import assert_logged
+from utils.tb.errors import (
+    LogDirNotWritableError,
+    NonFiniteScalarError,
+    RunInUseError,
+    RunNotFoundError,
+    TagNotFoundError,
+    TensorBoardLogError,
+    TensorBoardXChangedError,
+)
+from utils.tb.plotting import plot_histograms, plot_scalars, smooth
+from utils.tb.reading import (
+    list_runs,
+    list_tags,
+    list_tags_from,
+    read_embeddings,
+    read_graph,
+    read_histograms,
+    read_hparams,
+    read_images,
+    read_scalars,
+    read_text,
+)
+from utils.tb.showing import is_live_notebook, show
+from utils.tb.writing import RunWriter, open_run, run_path
+
+__all__ = [
+    "LogDirNotWritableError",
+    "NonFiniteScalarError",
+    "RunInUseError",
+    "RunNotFoundError",
+    "RunWriter",
+    "TagNotFoundError",
+    "TensorBoardLogError",
+    "TensorBoardXChangedError",
+    "assert_logged",
+    "is_live_notebook",
+    "list_runs",
+    "list_tags",
+    "list_tags_from",
+    "open_run",
+    "plot_histograms",
+    "plot_scalars",
+    "read_embeddings",
+    "read_graph",
+    "read_histograms",
+    "read_hparams",
+    "read_images",
+    "read_scalars",
+    "read_text",
+    "run_path",
+    "show",
+    "smooth",
+]
