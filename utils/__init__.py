@@ -17,6 +17,7 @@ Models and losses
 Training
     ``loop``: ``train_step`` (one update) and ``train`` (the loop around it), on any device.
     ``hooks``: what the loop does around an update (logging, evaluation, early stopping, samples, checkpoints).
+    ``lora``: LoRA from scratch (a frozen linear layer plus a low-rank update), checked against ``peft``.
     ``optim``: AdamW with decay on matrices only and per-group rates, and its warm-up + cosine scheduler.
     ``schedule``: the warm-up + cosine learning rate as a pure function of the step.
     ``checkpoint``: atomic, ``weights_only`` checkpoints of a whole training state, with clear errors.

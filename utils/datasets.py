@@ -6,6 +6,8 @@ Text
     ``train_val_split_text`` (contiguous: the last ``val_fraction`` is validation), ``SlidingWindowDataset``
     (next-token examples ``x = ids[i:i+T]``, ``y = ids[i+1:i+T+1]``), and the same windows batched by torch
     (``torch_window_loader``) and by ``tf.data`` (``tf_window_dataset``) in an order both share.
+    ``load_kjv``: the King James Bible (31,103 verses, SHA-256 verified), with each verse's book and its
+    division (``KJV_DIVISIONS``: Law, History, Wisdom, Prophets, Gospels, Epistles...), for fine-tuning.
 Tabular
     ``inject_missing`` (missing completely at random) and ``Standardizer`` (per-feature mean and standard
     deviation fitted on the training split, NaN-aware, missing values imputed with the training mean).
@@ -229,3 +231,65 @@ def augment_images(images: np.ndarray, seed: int = 0, max_shift: float = 1.0, ma
         out[i] = ndimage.affine_transform(images[i], rotation, offset=offset, order=1, mode="constant", cval=0.0)
     out += rng.normal(scale=noise_std, size=out.shape)
     return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+# ------------------------------------------------------------------------------------------------ the Bible
+
+#: SHA-256 of ``utils/data/kjv.jsonl.gz`` (the gzip file's bytes; 1,526,176 bytes, 31,103 verses).
+KJV_SHA256 = "173cd32aeb705f0d120be3bbb9cbbdca484243fd047696b17a7bced680debb1b"
+
+#: The 66 books in canonical order, grouped into the ten divisions of the common Protestant scheme: the Old
+#: Testament's Law (Pentateuch), History,
+#: Wisdom (poetry), Major and Minor Prophets; the New Testament's Gospels, Acts (the church's history),
+#: Pauline Epistles (Romans-Philemon), General Epistles (Hebrews-Jude: Hebrews counts here, its author
+#: unnamed) and Revelation (prophecy). The one table of the scheme; ``load_kjv`` labels verses with it.
+KJV_DIVISIONS: dict[str, tuple[str, ...]] = {
+    "Law": ("Genesis", "Exodus", "Leviticus", "Numbers", "Deuteronomy"),
+    "History": ("Joshua", "Judges", "Ruth", "1 Samuel", "2 Samuel", "1 Kings", "2 Kings", "1 Chronicles",
+                "2 Chronicles", "Ezra", "Nehemiah", "Esther"),
+    "Wisdom": ("Job", "Psalms", "Proverbs", "Ecclesiastes", "Song of Solomon"),
+    "Major Prophets": ("Isaiah", "Jeremiah", "Lamentations", "Ezekiel", "Daniel"),
+    "Minor Prophets": ("Hosea", "Joel", "Amos", "Obadiah", "Jonah", "Micah", "Nahum", "Habakkuk", "Zephaniah",
+                       "Haggai", "Zechariah", "Malachi"),
+    "Gospels": ("Matthew", "Mark", "Luke", "John"),
+    "Acts": ("Acts",),
+    "Pauline Epistles": ("Romans", "1 Corinthians", "2 Corinthians", "Galatians", "Ephesians", "Philippians",
+                         "Colossians", "1 Thessalonians", "2 Thessalonians", "1 Timothy", "2 Timothy", "Titus",
+                         "Philemon"),
+    "General Epistles": ("Hebrews", "James", "1 Peter", "2 Peter", "1 John", "2 John", "3 John", "Jude"),
+    "Revelation": ("Revelation",),
+}
+
+
+def kjv_division(book: str) -> str:
+    """The division (a key of ``KJV_DIVISIONS``) of one of the 66 books, spelled as in the KJV file."""
+    for division, books in KJV_DIVISIONS.items():
+        if book in books:
+            return division
+    raise KeyError(f"{book!r} is not one of the 66 books of KJV_DIVISIONS (spelled as 'Song of Solomon', "
+                   "'1 Samuel', ...)")
+
+
+def load_kjv(path: str | Path | None = None, expected_sha256: str = KJV_SHA256):
+    """The King James Bible (1611), one verse per row: a pandas DataFrame of 31,103 rows in canonical
+    order with columns ``citation`` ("Genesis 1:1"), ``text``, ``book``, ``chapter`` and ``verse`` (int64),
+    and ``division`` (``kjv_division(book)``, one of the 10 keys of ``KJV_DIVISIONS``).
+
+    The gzip file's SHA-256 is checked before it is read (``utils.integrity.IntegrityError`` on a mismatch).
+    ``path`` defaults to the copy shipped in ``utils/data``.
+    """
+    import gzip
+    import json
+
+    import pandas as pd
+
+    path = Path(path) if path is not None else DATA_DIR / "kjv.jsonl.gz"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist. It ships with the `utils` package (utils/data/); "
+                                "reinstall the book's package (`pip install -e .`) or restore the file with git")
+    check_sha256(path, expected_sha256, "Restore it with `git checkout -- utils/data/kjv.jsonl.gz` or "
+                 "reinstall the package; the fine-tuning chapter's numbers depend on the exact verses.")
+    with gzip.open(path, "rt", encoding="utf-8") as handle:
+        verses = pd.DataFrame([json.loads(line) for line in handle])
+    verses["division"] = verses["book"].map(kjv_division)
+    return verses[["citation", "text", "book", "chapter", "verse", "division"]]
