@@ -13,7 +13,7 @@ INSTALLED := $(VENV)/.installed-$(INSTALL_HASH)
 export TF_CPP_MIN_LOG_LEVEL := 1
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: help install browser book test lint tensorboard lab strip sync-bootstrap lock pretrained clean
+.PHONY: help install browser book test lint tensorboard lab strip sync-bootstrap lock pretrained benchmarks clean
 
 help:
 	@echo "make book         build the HTML book into _build/html (executes every notebook)"
@@ -21,6 +21,7 @@ help:
 	@echo "make lab          JupyterLab on this repository (127.0.0.1)"
 	@echo "make tensorboard  TensorBoard on runs/ (127.0.0.1:6006)"
 	@echo "make strip        strip outputs from every notebook (as they are committed)"
+	@echo "make benchmarks   training throughput against nanoGPT's CPU recipe, tables into benchmarks/README.md (about 3 min)"
 	@echo "make pretrained   retrain the shipped GPT utils/data/gpt_shakespeare.safetensors (about 5 min)"
 
 install: $(INSTALLED)
@@ -66,7 +67,7 @@ test: install browser lint book
 	$(no_files_beside_notebooks)
 
 lint: install
-	$(VENV)/bin/ruff check utils tests book labs
+	$(VENV)/bin/ruff check utils tests book labs benchmarks
 
 tensorboard: install
 	$(VENV)/bin/tensorboard --logdir runs --host 127.0.0.1 --port 6006
@@ -91,6 +92,11 @@ lock: install
 # utils/data/gpt_shakespeare.safetensors, its .sha256 and its event file (utils/data/gpt_shakespeare_run/); commit all.
 pretrained: install
 	$(PY) -m utils.pretrain --out utils/data/gpt_shakespeare.safetensors --threads 1
+
+# Measurements, never part of `make test`: each writes benchmarks/results/<name>.json, then the README's tables.
+benchmarks: install
+	$(PY) -m benchmarks.train_throughput
+	$(PY) -m benchmarks.report
 
 clean:
 	rm -rf _build runs

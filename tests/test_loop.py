@@ -323,3 +323,17 @@ def test_bf16_autocast_runs_and_is_reported():
                                                               progress=False), batch_fn=epoch_batches(x, y, 16))
     assert result.autocast_dtype == "bfloat16" and all(math.isfinite(v) for v in result.train_loss)
     assert next(model.parameters()).dtype == torch.float32  # autocast computes in bf16, keeps fp32 weights
+
+
+def test_the_matmul_peak_is_cached_per_thread_count():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = perf.matmul_peak_gflops(n=64, repeats=2)
+        assert perf.matmul_peak_gflops(n=64, repeats=2) == one  # cached
+        torch.set_num_threads(2)
+        perf.matmul_peak_gflops(n=64, repeats=2)
+        keys = perf._cached_peak.cache_info().currsize
+        assert keys >= 2  # one entry per thread count, not the 1-thread value again
+    finally:
+        torch.set_num_threads(threads)

@@ -330,3 +330,9 @@ def test_flush_writes_every_pending_event_at_once(root):
         files = sorted(p.name for p in run.iterdir())
     assert len(files) == 3  # one event file per flushed segment, all read as one run
     assert tb.read_scalars(run).step.tolist() == [0, 1, 2]
+
+
+def test_read_hparams_of_a_run_without_any_is_empty(tmp_path):
+    with tb.open_run("ch", "plain", root=tmp_path) as writer:
+        writer.add_scalar("a", 1.0, 0)
+    assert tb.read_hparams(writer.logdir) == {}

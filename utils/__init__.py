@@ -5,6 +5,7 @@ pulls in neither torch nor TensorFlow. One sentence per module:
 
 Logging and reading back
     ``tb``: write runs with tensorboardX, read them back with TensorBoard's own loader, plot and assert them.
+    ``diagnose``: what went wrong in any run's logs, with the evidence (``python -m utils.diagnose runs/``).
 Data
     ``datasets``: the shipped corpora and tabular helpers (splits, windows, standardisation, augmentation).
     ``tokenizers``: the character and byte-level BPE tokenizers the book builds from scratch.

@@ -129,7 +129,11 @@ def read_hparams(run: str | Path) -> dict[str, Any]:
     An empty dict when the run recorded none."""
     from tensorboard.plugins.hparams import plugin_data_pb2
 
-    content = accumulator(run).PluginTagToContent("hparams").get("_hparams_/session_start_info")
+    try:
+        by_tag = accumulator(run).PluginTagToContent("hparams")
+    except KeyError:  # the run never wrote anything for the hparams plugin
+        return {}
+    content = by_tag.get("_hparams_/session_start_info")
     if content is None:
         return {}
     start = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info

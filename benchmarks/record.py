@@ -1,0 +1,104 @@
+"""What every benchmark records beside its numbers: the machine, its load, the command, the date; and the
+one way results are written (``benchmarks/results/<name>.json``) and shown (Markdown tables).
+
+A result file holds ``tables``: a list of ``{"title", "columns", "rows", "notes"}`` with every cell already
+formatted as text, so that ``benchmarks/report.py`` can show any benchmark's results without knowing it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+#: Where ``make benchmarks`` writes its JSON files (each benchmark takes ``--out-dir`` to write elsewhere).
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def cpu_model() -> str:
+    """The CPU's marketing name from /proc/cpuinfo (Linux), else what ``platform`` knows."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def load_average() -> list[float]:
+    """The 1-, 5- and 15-minute load averages (runnable processes); empty where the OS has none."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except (AttributeError, OSError):
+        return []
+
+
+def machine() -> dict[str, Any]:
+    """The machine a result was measured on (torch imported here: every benchmark uses it)."""
+    import torch
+
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(),
+            "cpus_usable": len(affinity) if affinity is not None else os.cpu_count(),
+            "torch": torch.__version__, "torch_default_threads": torch.get_num_threads(),
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def command(module: str, argv: Sequence[str] | None) -> str:
+    """The command line that reproduces a run: ``python -m <module> <arguments>``."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    return shlex.join(["python", "-m", module, *arguments])
+
+
+def now() -> str:
+    """The current time in UTC, ISO 8601 to the second."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+def median(values: Sequence[float]) -> float:
+    if not values:
+        raise ValueError("no timed values: run at least one timed step")
+    return statistics.median(values)
+
+
+def write_result(name: str, result: dict[str, Any], out_dir: str | Path | None = None) -> Path:
+    """Write ``result`` as ``<out_dir>/<name>.json`` (default ``benchmarks/results``), atomically."""
+    folder = Path(out_dir) if out_dir is not None else RESULTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]],
+          notes: Sequence[str] = ()) -> dict[str, Any]:
+    """One table of a result file; every row must have one cell per column."""
+    for row in rows:
+        if len(row) != len(columns):
+            raise ValueError(f"row {list(row)} has {len(row)} cells for {len(columns)} columns {list(columns)}")
+    return {"title": title, "columns": list(columns), "rows": [[str(cell) for cell in row] for row in rows],
+            "notes": list(notes)}
+
+
+def markdown(tables: Sequence[dict[str, Any]]) -> str:
+    """The tables as Markdown: a bold title, a pipe table, its notes as a list."""
+    parts = []
+    for item in tables:
+        lines = [f"**{item['title']}**", "", "| " + " | ".join(item["columns"]) + " |",
+                 "|" + "|".join("---" for _ in item["columns"]) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in item["rows"]]
+        if item.get("notes"):
+            lines += [""] + [f"- {note}" for note in item["notes"]]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
