@@ -8,6 +8,7 @@ is that average on its own, shared with the TensorFlow loop in ``utils.keras_tb`
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -66,10 +67,10 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, batches: Iterable[Batch], loss_fn: LossFn, units: str = "examples",
-             autocast: Callable[[], Any] | None = None) -> dict[str, float]:
+             autocast: Callable[[], Any] = contextlib.nullcontext) -> dict[str, float]:
     """Mean loss and metrics over an iterable of batches, **weighted by batch size** (see ``WeightedMean``).
     Each batch is moved to the model's device. Puts the model in eval mode (dropout off) and back.
-    autocast: a context-manager factory such as ``utils.loop.autocast_context(...)``; None = full precision."""
+    autocast: a context-manager factory such as ``utils.loop.autocast_context(...)`` (default: full precision)."""
     was_training = model.training
     model.eval()
     device = model_device(model)
@@ -77,7 +78,7 @@ def evaluate(model: torch.nn.Module, batches: Iterable[Batch], loss_fn: LossFn, 
     try:
         for batch in batches:
             batch = to_device(batch, device)
-            with autocast() if autocast is not None else torch.autocast("cpu", enabled=False):
+            with autocast():
                 loss, metrics = loss_fn(model, batch)
             average.add({"loss": float(loss), **metrics}, batch_count(batch, units))
     finally:

@@ -200,6 +200,11 @@ def autocast_context(mode: str, device: torch.device | str) -> Callable[[], Any]
     return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
+def compute_dtype(autocast: Callable[[], Any]) -> torch.dtype:
+    """The dtype the matmuls of a run compute in, given its ``autocast_context``."""
+    return torch.float32 if autocast is contextlib.nullcontext else torch.bfloat16
+
+
 # --------------------------------------------------------------------------------------------- the loop
 
 
@@ -284,8 +289,7 @@ def _prepare(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: T
     scheduler = make_scheduler(optimizer, lr=config.lr, min_lr=config.min_lr,
                                warmup_steps=config.warmup_steps, total_steps=config.max_steps)
     stopping = hooks.EarlyStopping(config.early_stopping_patience, config.restore_best)
-    result = TrainResult(device=str(device),
-                         autocast_dtype="float32" if autocast is contextlib.nullcontext else "bfloat16")
+    result = TrainResult(device=str(device), autocast_dtype=str(compute_dtype(autocast)).removeprefix("torch."))
     if resume_from is not None:
         state = ckpt.load_checkpoint(resume_from, model=model, optimizer=optimizer, scheduler=scheduler)
         result.start_step = result.steps_done = int(state["step"])

@@ -33,7 +33,7 @@ def make_adamw(model: torch.nn.Module, lr: float, weight_decay: float = 0.0,
         kind = "decay" if p.ndim >= 2 else "no_decay"
         group = groups.setdefault(prefix + kind, {
             "name": prefix + kind, "params": [], "weight_decay": weight_decay if kind == "decay" else 0.0,
-            "lr": (lr_by_prefix or {}).get(prefix, lr) if prefix else lr})
+            "lr": lr_by_prefix[prefix] if prefix else lr})
         group["params"].append(p)
     if not groups:
         raise ValueError("the model has no trainable parameter (every requires_grad is False)")

@@ -13,7 +13,6 @@ killed run continues with ``--resume``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import json
 import time
@@ -29,7 +28,15 @@ from utils.batches import fixed_windows, random_windows
 from utils.evaluation import evaluate, lm_loss
 from utils.gpt import GPT, GPTConfig, flops_per_token
 from utils.integrity import sha256_file
-from utils.loop import TrainConfig, TrainResult, autocast_context, open_segment, resolve_device, train
+from utils.loop import (
+    TrainConfig,
+    TrainResult,
+    autocast_context,
+    compute_dtype,
+    open_segment,
+    resolve_device,
+    train,
+)
 from utils.optim import make_adamw
 from utils.paths import checkpoints_dir
 
@@ -132,8 +139,8 @@ def pretrain(setup: PretrainSetup, *, writer: Any = None, resume_from: str | Pat
 
 def _peak_gflops(config: TrainConfig) -> float:
     device = resolve_device(config.device)
-    bf16 = autocast_context(config.autocast, device) is not contextlib.nullcontext
-    return perf.matmul_peak_gflops(dtype=torch.bfloat16 if bf16 else torch.float32, device=str(device))
+    dtype = compute_dtype(autocast_context(config.autocast, device))
+    return perf.matmul_peak_gflops(dtype=dtype, device=str(device))
 
 
 def export_weights(path: str | Path, model: GPT, tokenizer: Any, setup: PretrainSetup,
@@ -153,8 +160,9 @@ def export_weights(path: str | Path, model: GPT, tokenizer: Any, setup: Pretrain
     tmp.replace(path)
     digest = sha256_file(path)
     sidecar = path.with_name(path.name + ".sha256")
-    sidecar.with_name(sidecar.name + ".tmp").write_text(f"{digest}  {path.name}\n")
-    sidecar.with_name(sidecar.name + ".tmp").replace(sidecar)
+    sidecar_tmp = sidecar.with_name(sidecar.name + ".tmp")
+    sidecar_tmp.write_text(f"{digest}  {path.name}\n")
+    sidecar_tmp.replace(sidecar)
     return digest
 
 
