@@ -13,7 +13,7 @@ INSTALLED := $(VENV)/.installed-$(INSTALL_HASH)
 export TF_CPP_MIN_LOG_LEVEL := 1
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: help install browser book test lint tensorboard lab strip sync-bootstrap lock pretrained benchmarks clean
+.PHONY: help install browser book test lint tensorboard lab strip sync-bootstrap lock pretrained benchmarks bench-notebooks screenshots clean
 
 help:
 	@echo "make book         build the HTML book into _build/html (executes every notebook)"
@@ -21,7 +21,9 @@ help:
 	@echo "make lab          JupyterLab on this repository (127.0.0.1)"
 	@echo "make tensorboard  TensorBoard on runs/ (127.0.0.1:6006)"
 	@echo "make strip        strip outputs from every notebook (as they are committed)"
-	@echo "make benchmarks   training throughput against nanoGPT's CPU recipe, tables into benchmarks/README.md (about 3 min)"
+	@echo "make benchmarks   throughput against nanoGPT's CPU recipe, logging overhead, DDP scaling: tables into benchmarks/README.md"
+	@echo "make bench-notebooks  wall time and peak memory of every notebook in a fresh kernel (as long as a cold make book)"
+	@echo "make screenshots  photograph each TensorBoard dashboard over the book's runs into book/images (after make book)"
 	@echo "make pretrained   retrain the shipped GPT utils/data/gpt_shakespeare.safetensors (about 5 min)"
 
 install: $(INSTALLED)
@@ -96,6 +98,17 @@ pretrained: install
 # Measurements, never part of `make test`: each writes benchmarks/results/<name>.json, then the README's tables.
 benchmarks: install
 	$(PY) -m benchmarks.train_throughput
+	$(PY) -m benchmarks.logging_overhead
+	$(PY) -m benchmarks.scaling
+	$(PY) -m benchmarks.report
+
+# Photographs of the real TensorBoard UI over the book's runs (after `make book`), embedded by chapter 7.
+screenshots: install browser
+	$(PY) -m utils.tb.screenshots --runs runs --out book/images/tensorboard
+
+# Every notebook executed in a fresh kernel: wall time and peak memory (as long as `make book` on a cold cache).
+bench-notebooks: install
+	$(PY) -m benchmarks.notebooks
 	$(PY) -m benchmarks.report
 
 clean:

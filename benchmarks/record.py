@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from utils import costs
+
 #: Where ``make benchmarks`` writes its JSON files (each benchmark takes ``--out-dir`` to write elsewhere).
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -92,13 +94,5 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]],
 
 
 def markdown(tables: Sequence[dict[str, Any]]) -> str:
-    """The tables as Markdown: a bold title, a pipe table, its notes as a list."""
-    parts = []
-    for item in tables:
-        lines = [f"**{item['title']}**", "", "| " + " | ".join(item["columns"]) + " |",
-                 "|" + "|".join("---" for _ in item["columns"]) + "|"]
-        lines += ["| " + " | ".join(row) + " |" for row in item["rows"]]
-        if item.get("notes"):
-            lines += [""] + [f"- {note}" for note in item["notes"]]
-        parts.append("\n".join(lines))
-    return "\n\n".join(parts) + "\n"
+    """The tables as Markdown (``utils.costs.tables_markdown``, which the book's appendix uses too)."""
+    return costs.tables_markdown(tables)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import math
 
+import nbformat
 import pytest
 import torch
 
-from benchmarks import record, report, train_throughput
+from benchmarks import logging_overhead, record, report, scaling, train_throughput
+from benchmarks import notebooks as bench_notebooks
+from utils import costs
 
 TINY = ["--configs", "tiny", "--threads", "1", "--warmup", "1", "--steps", "3", "--profile-steps", "2",
         "--peak-size", "256"]
@@ -97,3 +100,76 @@ def test_nanogpt_comparison_takes_the_books_fastest_thread_count():
     assert comparison["book_threads"] == 1
     assert comparison["tokens_per_s_ratio"] == pytest.approx(9000 / train_throughput.NANOGPT_HERE["tokens_per_s"])
     assert train_throughput.compare_with_nanogpt(rows[2:]) is None
+
+
+# --------------------------------------------------------------------------------------------- the others
+
+
+@pytest.fixture(scope="module")
+def logging_result(tmp_path_factory):
+    out_dir = tmp_path_factory.mktemp("logging")
+    threads = torch.get_num_threads()
+    result = logging_overhead.main(["--steps", "2", "--rounds", "1", "--log-step-calls", "20", "--scalars", "50",
+                                    "--histograms", "2", "--values", "1000", "--out-dir", str(out_dir),
+                                    "--writers", "tensorboardX,torch.utils.tensorboard"])
+    assert torch.get_num_threads() == threads
+    return result, out_dir
+
+
+def test_logging_overhead_compares_the_three_variants_against_no_logging(logging_result):
+    result, out_dir = logging_result
+    assert json.loads((out_dir / "logging_overhead.json").read_text()) == json.loads(json.dumps(result))
+    variants = {row["variant"]: row for row in result["loop"]}
+    assert list(variants) == list(logging_overhead.VARIANTS)
+    assert variants["no logging"]["overhead"] == 0 and all(row["ms_per_step"] > 0 for row in variants.values())
+    direct = result["log_step"]
+    assert direct["share_of_step"] == pytest.approx(direct["log_step_ms"] / direct["step_ms"])
+    assert [row["writer"] for row in result["writers"]] == ["tensorboardX", "torch.utils.tensorboard"]
+    assert all(row["scalars_per_s"] > 0 and row["histograms_per_s"] > 0 for row in result["writers"])
+    text = report.section(report.load_results(out_dir))
+    assert "### logging_overhead" in text and "| tensorboardX, default cadence |" in text
+
+
+def write_notebook(path, source):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.mark.slow
+def test_notebook_benchmark_measures_time_memory_and_failures(tmp_path):
+    big = write_notebook(tmp_path / "big.ipynb",
+                         "import time\nblock = bytearray(300 * 2**20)\nblock[::4096] = b'x' * len(block[::4096])\n"
+                         "time.sleep(1.0)\nsum(range(10**7))")
+    broken = write_notebook(tmp_path / "broken.ipynb", "raise ValueError('on purpose')")
+    big_row, broken_row = bench_notebooks.run([big, broken], timeout=120)
+    assert big_row["ok"] and big_row["wall_s"] >= 1.0 and big_row["cpu_s"] > 0
+    assert big_row["peak_rss_mib"] >= 300  # the kernel held the block for a second
+    assert not broken_row["ok"] and "on purpose" in broken_row["error"]
+    table = bench_notebooks.table([big_row, broken_row])
+    assert table["rows"][1][-1].startswith("failed: ")
+
+
+def test_notebook_cost_line_reads_the_result_or_says_it_is_missing(tmp_path):
+    assert "not measured yet" in costs.notebook_cost("book/09_scaling", {})
+    row = {"notebook": "book/09_scaling.ipynb", "date": "2026-01-02T03:04:05+00:00", "wall_s": 61.2,
+           "cpu_s": 80.4, "peak_rss_mib": 1000.0, "ok": True, "error": None}
+    results = {"notebooks": {"results": [row], "machine": {"cpus_usable": 2, "cpu": "AMD EPYC"}}}
+    line = costs.notebook_cost("book/09_scaling", results)
+    assert "61 s wall, 80 s of CPU time and 1,000 MiB" in line and "2026-01-02" in line
+    assert costs.load_results(tmp_path / "nothing here") == {}
+
+
+@pytest.mark.slow
+def test_scaling_memory_row_lies_within_the_arithmetic_bounds():
+    row = scaling.memory_row("tiny")
+    assert row["measured_activations"] == row["predicted_activations"]
+    assert row["lower_bound"] <= row["measured_peak"] <= row["predicted_total"]
+
+
+@pytest.mark.slow
+def test_scaling_launches_two_ranks_and_reports_their_throughput(tmp_path):
+    row = scaling.throughput("tiny", 2, 1, 3, tmp_path)
+    assert (row["ranks"], row["threads_per_rank"], row["steps"]) == (2, 1, 3)
+    assert row["tokens_per_s"] > 0 and math.isfinite(row["tokens_per_s"])

@@ -132,6 +132,31 @@ def test_overfitting_reports_where_the_gap_opened(tmp_path):
     assert found(only_run(tmp_path))[("overfitting", "val/loss")] == 120
 
 
+def test_a_run_stopped_early_after_its_best_evaluation_is_not_overfitting(tmp_path):
+    """Early stopping with patience <= guard ends a run a few evaluations after its best one: the rise it
+    logged is what stopped it. One evaluation more than the guard, and the same curve is overfitting."""
+    patience = int(diagnose.RULES["overfitting"].guard)
+    for name, evaluations_after_best in (("stopped", patience), ("went_on", patience + 1)):
+        series = healthy_series()
+        last = 120 + 10 * evaluations_after_best
+        series["val/loss"] = {s: 2.0 - s / 120 if s <= 120 else 1.0 + 0.1 * (s - 120) / 10
+                              for s in range(0, last + 1, 10)}
+        series["train/loss"] = {s: v for s, v in series["train/loss"].items() if s <= last}
+        write_run(tmp_path / name / "run", series)
+    assert ("overfitting", "val/loss") not in found(only_run(tmp_path / "stopped"))
+    assert found(only_run(tmp_path / "went_on"))[("overfitting", "val/loss")] == 120
+
+
+def test_validation_that_never_improves_is_no_progress(tmp_path):
+    """Shuffled labels: the training loss creeps down, the validation loss stays at chance level."""
+    series = healthy_series()
+    series["val/loss"] = {s: 2.30 + 0.01 * math.sin(s) for s in range(0, STEPS, 10)}
+    write_run(tmp_path / "shuffled" / "run", series)
+    write_run(tmp_path / "healthy" / "run", healthy_series())
+    assert found(only_run(tmp_path / "shuffled"))[("no_validation_progress", "val/loss")] == 0
+    assert ("no_validation_progress", "val/loss") not in found(only_run(tmp_path / "healthy"))
+
+
 def test_validation_rising_with_the_training_loss_is_not_overfitting(tmp_path):
     series = healthy_series()
     series["val/loss"] = {s: 2.0 - s / 120 if s <= 120 else 1.0 + 0.5 * (s - 120) / 280
@@ -206,7 +231,8 @@ def test_collapsed_activations(tmp_path):
 
 def test_learning_rate_that_never_warmed_up(tmp_path):
     series = healthy_series()
-    series["train/lr"] = {s: 1e-3 * 0.5 * (1 + math.cos(math.pi * s / STEPS)) for s in range(STEPS)}
+    long = 1200  # the learning-rate notes concern runs of 1,000 updates or more
+    series["train/lr"] = {s: 1e-3 * 0.5 * (1 + math.cos(math.pi * s / long)) for s in range(long)}
     write_run(tmp_path / "no_warmup", series)
     report = only_run(tmp_path)
     assert found(report) == {("lr_never_warmed_up", "train/lr"): 0}
@@ -215,14 +241,14 @@ def test_learning_rate_that_never_warmed_up(tmp_path):
 
 def test_learning_rate_that_never_decayed(tmp_path):
     series = healthy_series()
-    series["train/lr"] = {s: 1e-3 * min(1.0, (s + 1) / 50) for s in range(STEPS)}
+    series["train/lr"] = {s: 1e-3 * min(1.0, (s + 1) / 50) for s in range(1200)}
     write_run(tmp_path / "no_decay", series)
     assert found(only_run(tmp_path)) == {("lr_never_decayed", "train/lr"): 49}
 
 
 def test_constant_rate_of_a_short_run_is_no_finding(tmp_path):
-    series = {tag: {s: v for s, v in points.items() if s < 100} for tag, points in healthy_series().items()}
-    series["train/lr"] = dict.fromkeys(range(100), 1e-3)
+    series = healthy_series()
+    series["train/lr"] = dict.fromkeys(range(STEPS), 1e-3)  # 400 updates at a constant rate: by design
     write_run(tmp_path / "short", series)
     assert only_run(tmp_path).findings == []
 

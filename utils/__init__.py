@@ -6,6 +6,7 @@ pulls in neither torch nor TensorFlow. One sentence per module:
 Logging and reading back
     ``tb``: write runs with tensorboardX, read them back with TensorBoard's own loader, plot and assert them.
     ``diagnose``: what went wrong in any run's logs, with the evidence (``python -m utils.diagnose runs/``).
+    ``inspection``: chapter 7's runs for every TensorBoard dashboard, and the book's runs as one table.
 Data
     ``datasets``: the shipped corpora and tabular helpers (splits, windows, standardisation, augmentation).
     ``tokenizers``: the character and byte-level BPE tokenizers the book builds from scratch.
@@ -19,6 +20,13 @@ Training
     ``loop``: ``train_step`` (one update) and ``train`` (the loop around it), on any device.
     ``hooks``: what the loop does around an update (logging, evaluation, early stopping, samples, checkpoints).
     ``lora``: LoRA from scratch (a frozen linear layer plus a low-rank update), checked against ``peft``.
+    ``finetune_data``, ``finetune``: chapter 6's tasks on the King James Bible and its fine-tuning strategies.
+    ``keras_transfer``: transfer learning in Keras 3 (a frozen base, a new head, BatchNorm kept in inference).
+    ``minilm``: the real pretrained all-MiniLM-L6-v2, loaded offline from its PyPI package, and fine-tuned.
+    ``troubleshoot``: chapter 8's deliberately broken runs, each one setting away from a healthy reference.
+    ``distributed``: data-parallel training with ``torch.distributed`` (DDP, the all-reduce by hand, FSDP),
+    the script chapter 9 launches with torchrun.
+    ``memory``: the memory arithmetic of training (weights, gradients, AdamW states, activations), measured.
     ``optim``: AdamW with decay on matrices only and per-group rates, and its warm-up + cosine scheduler.
     ``schedule``: the warm-up + cosine learning rate as a pure function of the step.
     ``checkpoint``: atomic, ``weights_only`` checkpoints of a whole training state, with clear errors.
@@ -28,6 +36,7 @@ Training
     ``pretrained``: loading the shipped pretrained GPT, verified ("load the checkpoint, else train").
 The book itself
     ``env``: seeding, the environment check, and what a notebook cost.
+    ``costs``: the benchmarks' latest results as Markdown, and each notebook's measured cost.
     ``paths``: where the repository, ``runs/`` and ``checkpoints/`` are.
     ``notebooks``: the notebook conventions, as commands (strip, bootstrap cell, student copies).
     ``checks``: the labs' checkers.

@@ -38,11 +38,21 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
          "within threshold of its final level",
          "if the model has converged, stop earlier; otherwise raise a too-low learning rate, check for dead "
          "layers or shuffled labels, or give the model more capacity"),
-    Rule("overfitting", "warning", 0.1, 3, None,
+    Rule("overfitting", "warning", 0.1, 3, 5,
          "the validation loss rose more than threshold (relative) above its minimum while the training loss "
-         "(mean of its last `window` points) kept falling below its value there; reported at the minimum, "
-         "where the gap opened",
+         "(mean of its last `window` points) kept falling below its value there, and the run went on for "
+         "more than `guard` evaluations after that minimum; reported at the minimum, where the gap opened. "
+         "A run that ended at most `guard` evaluations after its best one stopped because validation stopped "
+         "improving (early stopping with a patience up to `guard`, the book's 4 or 5): the rise is what early "
+         "stopping detected and acted on, so it is no fault of the run",
          "stop at the minimum (early stopping), add weight decay, dropout or augmentation, or more data"),
+    Rule("no_validation_progress", "warning", 0.05, 3, None,
+         "over at least `window` evaluations the validation loss never fell more than threshold (relative) "
+         "below its first value: the model learned nothing that carries over to unseen data (labels "
+         "shuffled apart from their inputs, a learning rate far too low or too high, dead units); reported at "
+         "the first evaluation",
+         "check that inputs and labels still line up after every shuffle and split, then the learning rate "
+         "(a range test) and the activations (dead units)"),
     Rule("exploding_gradients", "warning", 10.0, 20, None,
          "the gradient norm jumped above threshold x the median of its previous `window` points",
          "clip the gradient norm (TrainConfig.grad_clip), lower the learning rate, add warmup or "
@@ -68,11 +78,13 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
          "its first range and stayed there for at least `window` logged steps",
          "saturated or dead units: lower the learning rate, change the activation or initialisation, add "
          "normalisation; check weight decay is not too strong"),
-    Rule("lr_never_warmed_up", "note", 0.99, 300, None,
+    # Runs under 1,000 updates often keep a constant rate by design (chapter 7's CNN, lab 8: 300 updates of
+    # Adam); what these two notes are for is a long run whose scheduler was never stepped or never set.
+    Rule("lr_never_warmed_up", "note", 0.99, 1000, None,
          "a run of at least `window` steps started at threshold x its peak learning rate or more (no warmup)",
          "a linear warmup (TrainConfig.warmup_steps, a few percent of the steps) often stabilises early "
          "training, in particular with Adam and transformers"),
-    Rule("lr_never_decayed", "note", 0.99, 300, None,
+    Rule("lr_never_decayed", "note", 0.99, 1000, None,
          "in a run of at least `window` steps the learning rate was still at threshold x its peak or more at "
          "the end (constant, or no decay after warmup); reported where it reached the peak",
          "decay the learning rate (cosine or linear, TrainConfig.min_lr) to reach a lower final loss"),
@@ -164,11 +176,25 @@ def check_overfitting(tag: str, val: Series, train: Series) -> list[Finding]:
     rise = (end - best) / abs(best) if best else math.inf
     at_best = train_values[train_steps <= steps[i]][-rule.window:]
     train_end = float(train_values[-rule.window:].mean())
-    if rise <= rule.threshold or not len(at_best) or train_end >= at_best.mean():
+    stopped_early = len(values) - 1 - i <= rule.guard  # evaluations after the best one
+    if rise <= rule.threshold or not len(at_best) or train_end >= at_best.mean() or stopped_early:
         return []
     return [_finding("overfitting", tag, steps[i], best,
                      f"validation loss was lowest ({best:.4g}) at step {steps[i]} and ended {rise:.0%} above it"
                      f" while training loss fell from {at_best.mean():.4g} to {train_end:.4g}")]
+
+
+def check_validation_progress(tag: str, val: Series) -> list[Finding]:
+    rule = RULES["no_validation_progress"]
+    steps, values = finite_points(val)
+    if len(values) < rule.window or values[0] <= 0:
+        return []
+    gain = (values[0] - values.min()) / values[0]
+    if gain > rule.threshold:
+        return []
+    return [_finding("no_validation_progress", tag, steps[0], values[0],
+                     f"validation loss started at {values[0]:.4g} (step {steps[0]}) and its best, "
+                     f"{values.min():.4g}, is only {gain:.1%} below it over {len(values)} evaluations")]
 
 
 def check_exploding(tag: str, series: Series) -> list[Finding]:

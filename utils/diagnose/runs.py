@@ -18,6 +18,7 @@ from utils.diagnose.rules import (
     check_overfitting,
     check_plateau,
     check_stalled_layers,
+    check_validation_progress,
     check_vanishing,
     finite_points,
     histogram_stats,
@@ -105,6 +106,8 @@ def diagnose_run(name: str, sources: dict[str, Path]) -> RunReport:
         report.findings += diverged or check_plateau(roles["loss"], loss)
         if "val_loss" in roles:
             report.findings += check_overfitting(roles["val_loss"], scalars[roles["val_loss"]], loss)
+    if "val_loss" in roles:
+        report.findings += check_validation_progress(roles["val_loss"], scalars[roles["val_loss"]])
     if "grad_norm" in roles:
         grad = scalars[roles["grad_norm"]]
         report.findings += check_exploding(roles["grad_norm"], grad)

@@ -6,11 +6,14 @@ Import the package (``from utils import tb``) and call ``tb.open_run``, ``tb.rea
   tensorboardX ``SummaryWriter`` that refuses NaN, takes any framework's tensors and flushes for real.
 - ``durable_flush``: the one place that relies on tensorboardX's private state, to make a flush durable.
 - ``reading``: ``read_scalars``, ``read_histograms``, ``read_text``, ``read_images``, ``read_hparams``,
-  ``read_graph``, ``read_embeddings``, ``list_runs`` and ``list_tags`` return everything a run holds.
+  ``read_pr_curves``, ``read_custom_scalars``, ``read_graph``, ``read_embeddings``, ``list_runs`` and
+  ``list_tags`` return everything a run holds.
 - ``checking``: ``assert_logged``, the assertion every chapter ends with.
 - ``plotting``: ``smooth``, ``plot_scalars`` and ``plot_histograms`` draw what TensorBoard would.
 - ``showing``: ``show`` embeds live TensorBoard in a notebook, or plots when executed headless.
 - ``errors``: the exceptions all of these raise on purpose.
+- ``screenshots``: photographs of the real TensorBoard UI over a log directory, with headless Chromium
+  (``python -m utils.tb.screenshots``; ``make screenshots``). Not imported here: it is a command.
 """
 
 from utils.tb.checking import assert_logged
@@ -28,11 +31,13 @@ from utils.tb.reading import (
     list_runs,
     list_tags,
     list_tags_from,
+    read_custom_scalars,
     read_embeddings,
     read_graph,
     read_histograms,
     read_hparams,
     read_images,
+    read_pr_curves,
     read_scalars,
     read_text,
 )
@@ -56,11 +61,13 @@ __all__ = [
     "open_run",
     "plot_histograms",
     "plot_scalars",
+    "read_custom_scalars",
     "read_embeddings",
     "read_graph",
     "read_histograms",
     "read_hparams",
     "read_images",
+    "read_pr_curves",
     "read_scalars",
     "read_text",
     "run_path",

@@ -1,7 +1,8 @@
 """Reading runs back: ``read_scalars``, ``read_histograms``, ``read_text``, ``read_images``, ``read_hparams``,
-``read_graph`` and ``read_embeddings`` return what a run holds, through TensorBoard's own ``EventAccumulator``
-with no sample cap, parsed once per state of the run's files. They read tensorboardX files and TF2
-``tf.summary`` files alike (TF2 stores scalars, histograms, images and text as tensors)."""
+``read_graph``, ``read_embeddings``, ``read_pr_curves`` and ``read_custom_scalars`` return what a run
+holds, through TensorBoard's own ``EventAccumulator`` with no sample cap, parsed once per state of the
+run's files. They read tensorboardX files and TF2 ``tf.summary`` files alike (TF2 stores scalars,
+histograms, images and text as tensors)."""
 
 from __future__ import annotations
 
@@ -255,3 +256,47 @@ def read_embeddings(logdir: str | Path) -> pd.DataFrame:
             sprite = np.asarray(Image.open(root / embedding.sprite.image_path))
         rows.append((embedding.tensor_name, vectors, labels, sprite))
     return pd.DataFrame(rows, columns=["tensor_name", "vectors", "labels", "sprite"])
+
+
+def read_pr_curves(run: str | Path, tag: str) -> pd.DataFrame:
+    """The precision-recall curves of a tag (``add_pr_curve``), one row per logged step: ``step``,
+    ``thresholds`` (the score cut-offs, ``0 .. 1``) and, per threshold, ``tp, fp, tn, fn`` (counts of
+    examples whose score is >= the threshold, by label), ``precision`` and ``recall`` (1-D arrays)."""
+    acc = accumulator(run)
+    curves = [t for t in acc.Tags()["tensors"] if acc.summary_metadata[t].plugin_data.plugin_name
+              == "pr_curves"]
+    if tag not in curves:
+        raise TagNotFoundError(f"run {run} has no PR-curve tag {tag!r}. PR curves logged: "
+                               f"{curves or 'none'} (write one with writer.add_pr_curve(tag, labels, "
+                               "scores, step))")
+    rows = []
+    for event in _tensor_events(acc, tag):
+        tp, fp, tn, fn, precision, recall = _tensor_values(event)  # (6, num_thresholds)
+        thresholds = np.linspace(0.0, 1.0, len(tp))
+        rows.append((event.step, thresholds, tp, fp, tn, fn, precision, recall))
+    return pd.DataFrame(rows, columns=["step", "thresholds", "tp", "fp", "tn", "fn", "precision",
+                                       "recall"])
+
+
+def read_custom_scalars(run: str | Path) -> pd.DataFrame:
+    """The custom-scalars layout of a run (``add_custom_scalars``): one row per chart with ``category``,
+    ``title``, ``kind`` (``"multiline"`` or ``"margin"``) and ``tags`` (a multiline chart's tag patterns;
+    a margin chart's ``(value, lower, upper)`` triples). Empty when the run wrote no layout."""
+    from tensorboard.plugins.custom_scalar import layout_pb2
+
+    acc = accumulator(run)
+    name = "custom_scalars__config__"
+    if name not in acc.Tags()["tensors"]:
+        return pd.DataFrame(columns=["category", "title", "kind", "tags"])
+    content = _tensor_values(_tensor_events(acc, name)[-1]).reshape(-1)[0]
+    layout = layout_pb2.Layout.FromString(content)
+    rows = []
+    for category in layout.category:
+        for chart in category.chart:
+            kind = chart.WhichOneof("content")
+            if kind == "multiline":
+                tags = list(chart.multiline.tag)
+            else:
+                tags = [(s.value, s.lower, s.upper) for s in chart.margin.series]
+            rows.append((category.title, chart.title, kind, tags))
+    return pd.DataFrame(rows, columns=["category", "title", "kind", "tags"])

@@ -1,0 +1,27 @@
+"""Reference solutions of lab 10 (``labs/lab10_scaling.ipynb``); see ``lab00_first_run.py``."""
+
+import math
+
+import torch
+
+from utils import hooks
+
+
+def shard_indices(n, world_size, rank, drop_last):
+    if drop_last:  # drop the tail that would not fill every rank
+        total = n // world_size * world_size
+        indices = list(range(total))
+    else:  # pad with the first indices again, up to a multiple of world_size
+        total = math.ceil(n / world_size) * world_size
+        indices = [i % n for i in range(total)]
+    return indices[rank:total:world_size]  # interleaved: rank, rank + W, rank + 2W, ...
+
+
+def averaged_gradients(per_rank):
+    names = per_rank[0].keys()
+    return {name: torch.stack([grads[name] for grads in per_rank]).mean(dim=0) for name in names}
+
+
+def should_log(env, step, log_every, last_step):
+    rank = int(env.get("RANK", "0"))  # environment variables are strings; no torchrun: rank 0
+    return rank == 0 and hooks.due(log_every, step, last_step)

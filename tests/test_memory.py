@@ -1,0 +1,104 @@
+"""The memory arithmetic of ``utils.memory`` against what torch really keeps: the activations autograd saves
+(to the byte, for several shapes, with and without activation checkpointing) and the peak of a whole
+training step measured by torch.profiler; and what each saving technique divides."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from utils import loop, memory
+from utils.evaluation import lm_loss
+from utils.gpt import GPT, GPTConfig, parameter_count_formula
+from utils.optim import make_adamw
+
+SHAPES = [  # (L, H, C, T, B, V, bias)
+    (2, 2, 64, 32, 8, 65, True),
+    (4, 4, 128, 64, 12, 65, True),
+    (3, 2, 96, 64, 8, 500, False),
+    (1, 4, 32, 128, 2, 65, True),
+]
+
+
+def model_and_batch(L, H, C, T, B, V, bias):
+    config = GPTConfig(vocab_size=V, block_size=T, n_layer=L, n_head=H, n_embd=C, bias=bias)
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(1)
+    batch = (torch.randint(V, (B, T), generator=generator), torch.randint(V, (B, T), generator=generator))
+    return config, GPT(config), batch
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=[str(s) for s in SHAPES])
+def test_activation_formula_equals_what_autograd_saves(shape):
+    config, model, batch = model_and_batch(*shape)
+    B = shape[4]
+    assert memory.saved_activation_bytes(model, batch, lm_loss) == memory.activation_bytes(config, B)
+
+
+@pytest.mark.parametrize("shape", SHAPES[:3], ids=[str(s) for s in SHAPES[:3]])
+def test_checkpointing_formula_equals_what_autograd_saves(shape):
+    config, model, batch = model_and_batch(*shape)
+    L, H, C, T, B = shape[:5]
+    one_block = 4 * B * T * (16 * C + H + 4)  # recomputed during the backward pass: not saved by the forward
+    saved = memory.saved_activation_bytes(model, batch, memory.checkpointed_lm_loss)
+    assert saved == memory.activation_bytes(config, B, checkpointing=True) - one_block
+    assert saved < 0.3 * memory.activation_bytes(config, B)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", SHAPES[:2], ids=[str(s) for s in SHAPES[:2]])
+def test_measured_peak_of_a_step_lies_between_the_formulas_bounds(shape):
+    """At the peak, the activations are alive and the gradients are being made: the peak is at least
+    weights + AdamW states + activations and at most all four together."""
+    config, model, batch = model_and_batch(*shape)
+    optimizer = make_adamw(model, 1e-3)
+
+    def step():
+        loop.train_step(model, optimizer, [batch], lm_loss, grad_clip=1.0)
+
+    step()  # AdamW's states exist from the first step on
+    measured = memory.measure_step_peak(step)
+    estimate = memory.training_memory(config, shape[4])
+    step_counters = 4 * len(list(model.parameters()))  # AdamW's step count: one fp32 number per tensor
+    inputs = batch[0].nbytes + batch[1].nbytes
+    assert measured["before"] == estimate.weights + estimate.optimizer + step_counters + inputs
+    lower = estimate.weights + estimate.optimizer + estimate.activations
+    assert lower <= measured["peak"] <= estimate.total
+
+
+def test_parameter_states_are_16_bytes_per_parameter_in_both_precisions():
+    config = GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128)
+    P = parameter_count_formula(config)
+    for precision in ("fp32", "bf16-mixed"):
+        estimate = memory.training_memory(config, 12, precision=precision)
+        assert estimate.weights + estimate.gradients + estimate.optimizer == 16 * P
+    fp32, bf16 = (memory.training_memory(config, 12, precision=p) for p in ("fp32", "bf16-mixed"))
+    assert bf16.activations < 0.51 * fp32.activations
+
+
+def test_zero_stages_shard_optimizer_then_gradients_then_weights():
+    config = GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128)
+    P = parameter_count_formula(config)
+    full = [memory.training_memory(config, 12, zero_stage=s, data_parallel=4) for s in range(4)]
+    assert (full[0].weights, full[0].gradients, full[0].optimizer) == (4 * P, 4 * P, 8 * P)
+    assert (full[1].weights, full[1].gradients, full[1].optimizer) == (4 * P, 4 * P, 2 * P)
+    assert (full[2].weights, full[2].gradients, full[2].optimizer) == (4 * P, P, 2 * P)
+    assert (full[3].weights, full[3].gradients, full[3].optimizer) == (P, P, 2 * P)
+    assert len({estimate.activations for estimate in full}) == 1  # sharding states leaves activations alone
+
+
+def test_tensor_parallel_splits_weights_and_the_inner_activations_only():
+    config = GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128)
+    one, two = (memory.training_memory(config, 12, tensor_parallel=t) for t in (1, 2))
+    assert two.weights == pytest.approx(one.weights / 2, abs=1)
+    C, H = config.n_embd, config.n_head
+    assert memory.activation_values_per_token(config, tensor_parallel=2) == \
+        memory.activation_values_per_token(config) - config.n_layer * (12 * C + H) / 2
+
+
+def test_bad_settings_say_what_is_allowed():
+    config = GPTConfig(vocab_size=65, block_size=8, n_layer=1, n_head=1, n_embd=8)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        memory.training_memory(config, 1, precision="fp8")
+    with pytest.raises(ValueError, match="zero_stage is 0, 1, 2 or 3"):
+        memory.training_memory(config, 1, zero_stage=4)

@@ -1,0 +1,242 @@
+"""Checkers of lab 10 (``labs/lab10_scaling.ipynb``): sharding a dataset over ranks as torch's
+``DistributedSampler`` does, averaging the ranks' gradients as DDP's all-reduce does, and the guard that lets
+only global rank 0 write logs.
+
+Each checker compares the answer with a reference on inputs it builds itself, and names a mistake only
+when the answer reproduces that mistake's output exactly on every input (see ``utils.checks``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from utils.checks import CheckFailed, call, checker, passed, unchanged
+from utils.hooks import due
+
+# --------------------------------------------------------------------------- lab10.shard_indices
+
+
+def reference_shard(n: int, world_size: int, rank: int, drop_last: bool) -> list[int]:
+    """``list(DistributedSampler(range(n), world_size, rank, shuffle=False, drop_last=drop_last))``."""
+    if drop_last:
+        total = n // world_size * world_size
+        indices = list(range(total))
+    else:
+        total = math.ceil(n / world_size) * world_size
+        indices = [i % n for i in range(total)] if n else []  # padded with the first indices, again
+    return indices[rank:total:world_size]
+
+
+def _contiguous(n, world_size, rank, drop_last):
+    size = (n // world_size) if drop_last else math.ceil(n / world_size)
+    padded = list(range(size * world_size)) if drop_last else [i % n for i in range(size * world_size)]
+    return padded[rank * size:(rank + 1) * size]
+
+
+_SHARD_FAULTS: list[tuple[Callable[..., list[int]], str]] = [
+    (lambda n, w, r, d: list(range(n)),
+     "every rank gets the whole dataset: the shards overlap, so each example is seen world_size times per "
+     "epoch. Give rank r every world_size-th index, starting at r"),
+    (_contiguous,
+     "contiguous blocks: DistributedSampler interleaves the indices (rank r takes r, r + W, r + 2W, ...)"),
+    (lambda n, w, r, d: list(range(n))[r:n // w * w if d else n:w],
+     "no padding: with drop_last=False the ranks get different numbers of indices, and a rank that runs out "
+     "first waits forever in the next all-reduce. Pad the list with indices from its start up to a multiple "
+     "of world_size"),
+    (lambda n, w, r, d: reference_shard(n, w, r, d) if d else
+     (list(range(n)) + [n - 1] * (math.ceil(n / w) * w - n))[r::w],
+     "pads by repeating the last index: DistributedSampler pads with the first indices again (0, 1, ...)"),
+    (lambda n, w, r, d: reference_shard(n, w, r, False),
+     "drop_last=True is ignored: it must drop the tail that does not fill every rank, not pad"),
+    (lambda n, w, r, d: reference_shard(n, w, r, True),
+     "drop_last=False must keep every index (pad instead); it drops the tail as drop_last=True does"),
+    (lambda n, w, r, d: reference_shard(n, w, (r + 1) % w, d),
+     "rank r starts at index r + 1: ranks count from 0, and rank 0 starts at index 0"),
+]
+
+
+def _as_indices(result: Any, what: str) -> list[int]:
+    if result is None:
+        raise CheckFailed(f"{what} returned None: did you forget the `return`?")
+    try:
+        values = np.asarray(result.detach() if hasattr(result, "detach") else list(result))
+    except TypeError:
+        raise CheckFailed(f"{what} returned {type(result).__name__}: return a list of indices") from None
+    if values.ndim != 1 or (values.size and values.dtype.kind not in "iu"):
+        raise CheckFailed(f"{what} returned {values.dtype} values of shape {values.shape}: return a flat "
+                          "list of int indices")
+    return [int(v) for v in values]
+
+
+_SHARD_CASES = [(n, w, d) for n, w in ((10, 3), (12, 4), (11, 2), (3, 4), (7, 1), (9, 3)) for d in (False, True)]
+
+
+@checker("lab10.shard_indices")
+def check_shard_indices(shard_indices: Callable[..., Any]) -> None:
+    """``shard_indices(n, world_size, rank, drop_last)``: rank ``rank``'s indices of a dataset of ``n``
+    examples, as ``DistributedSampler(..., shuffle=False)`` gives them."""
+    answers = {}
+    for n, w, d in _SHARD_CASES:
+        for r in range(w):
+            what = f"shard_indices(n={n}, world_size={w}, rank={r}, drop_last={d})"
+            answers[n, w, r, d] = _as_indices(call(shard_indices, n, w, r, d), what)
+    wrong = [case for case, got in answers.items() if got != reference_shard(*case)]
+    if not wrong:
+        passed("lab10.shard_indices")
+        return
+    for fault, diagnosis in _SHARD_FAULTS:
+        if all(got == [int(i) for i in fault(*case)] for case, got in answers.items()):
+            raise CheckFailed(diagnosis)
+    n, w, r, d = wrong[0]
+    shards = [answers[n, w, k, d] for k in range(w)]
+    raise CheckFailed(f"with n={n}, world_size={w}, drop_last={d} your ranks get {shards}; DistributedSampler "
+                      f"gives {[reference_shard(n, w, k, d) for k in range(w)]}")
+
+
+# --------------------------------------------------------------------------- lab10.averaged_gradients
+
+
+def _grads(world_size: int, seed: int) -> list[dict[str, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(seed)
+    return [{"w": torch.randn(3, 4, generator=generator), "b": torch.randn(4, generator=generator)}
+            for _ in range(world_size)]
+
+
+def _stacked(per_rank: list[dict[str, torch.Tensor]], name: str) -> torch.Tensor:
+    return torch.stack([g[name] for g in per_rank])  # (W, ...)
+
+
+def _running_pair_mean(per_rank, name):
+    out = per_rank[0][name]
+    for g in per_rank[1:]:
+        out = (out + g[name]) / 2
+    return out
+
+
+_AVERAGE_FAULTS: list[tuple[Callable[[list, str], torch.Tensor], str]] = [
+    (lambda p, n: _stacked(p, n).sum(0),
+     "it returns the sum over the ranks: all_reduce sums, then divide by the number of ranks"),
+    (lambda p, n: p[0][n],
+     "it returns rank 0's gradient only: that is a broadcast, not an all-reduce. Average over all ranks"),
+    (lambda p, n: p[-1][n], "it returns the last rank's gradient only: average over all ranks"),
+    (lambda p, n: _stacked(p, n).sum(0) / len(p[0]),
+     "it divides the sum by the number of parameters: divide by the number of ranks"),
+    (lambda p, n: _stacked(p, n).median(0).values,
+     "the median over the ranks: equal to the mean for 2 ranks, not for more. Use the mean"),
+    (_running_pair_mean,
+     "a running average (avg + g) / 2 rank after rank weighs the last rank most: sum every rank, then "
+     "divide once"),
+]
+
+
+def _average_of(answer: Callable[..., Any], per_rank: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    copies = [{k: v.clone() for k, v in g.items()} for g in per_rank]
+    what = f"averaged_gradients(<{len(per_rank)} ranks>)"
+    result = call(answer, per_rank)
+    if not all(unchanged(g[k], c[k]) for g, c in zip(per_rank, copies, strict=True) for k in g):
+        raise CheckFailed(f"{what} changed the gradients it was given (an in-place += or /=): each rank's "
+                          "gradient is that rank's; compute the mean into new tensors")
+    if isinstance(result, (list, tuple)):
+        raise CheckFailed(f"{what} returned a {type(result).__name__}: return one dict {{name: tensor}}, "
+                          "the gradient every rank holds after the all-reduce")
+    if not isinstance(result, dict) or set(result) != set(per_rank[0]):
+        raise CheckFailed(f"{what} returned {type(result).__name__} with keys "
+                          f"{sorted(result) if isinstance(result, dict) else '-'}: return a dict with the same "
+                          f"parameter names {sorted(per_rank[0])}")
+    out = {}
+    for name, value in result.items():
+        tensor = torch.as_tensor(value.detach() if hasattr(value, "detach") else value).double()
+        if tensor.shape != per_rank[0][name].shape:
+            raise CheckFailed(f"{what}[{name!r}] has shape {tuple(tensor.shape)}: keep each gradient's shape "
+                              f"{tuple(per_rank[0][name].shape)} (average over the ranks, not over entries)")
+        out[name] = tensor
+    return out
+
+
+@checker("lab10.averaged_gradients")
+def check_averaged_gradients(averaged_gradients: Callable[..., Any]) -> None:
+    """``averaged_gradients(per_rank)``: a list of W dicts ``{name: gradient}`` (one per rank) -> one dict
+    ``{name: mean over the ranks}``, for 2, 3 and 4 ranks."""
+    results = {w: (_grads(w, w), _average_of(averaged_gradients, _grads(w, w))) for w in (2, 3, 4)}
+    close = lambda got, want: torch.allclose(got, want.double(), rtol=1e-5, atol=1e-6)  # noqa: E731
+    if all(close(got[n], _stacked(given, n).mean(0)) for given, got in results.values() for n in got):
+        passed("lab10.averaged_gradients")
+        return
+    for fault, diagnosis in _AVERAGE_FAULTS:
+        if all(close(got[n], fault(given, n)) for given, got in results.values() for n in got):
+            raise CheckFailed(diagnosis)
+    w = next(w for w, (given, got) in results.items()
+             if not all(close(got[n], _stacked(given, n).mean(0)) for n in got))
+    given, got = results[w]
+    raise CheckFailed(f"with {w} ranks, entry [0, 0] of 'w' is {got['w'][0, 0].item():.5f}; the mean over the "
+                      f"ranks is {_stacked(given, 'w').mean(0)[0, 0].item():.5f} (rank values "
+                      f"{[round(g['w'][0, 0].item(), 5) for g in given]})")
+
+
+# --------------------------------------------------------------------------- lab10.should_log
+
+
+def reference_should_log(env: dict[str, str], step: int, log_every: int, last_step: int) -> bool:
+    """Global rank 0 (``RANK``; a run without torchrun has none: it is rank 0), at ``hooks.due`` steps."""
+    return int(env.get("RANK", "0")) == 0 and due(log_every, step, last_step)
+
+
+def _machines(nodes: int, per_node: int) -> list[dict[str, str]]:
+    """The environment torchrun gives each rank of ``nodes`` machines with ``per_node`` ranks each."""
+    return [{"RANK": str(node * per_node + local), "LOCAL_RANK": str(local),
+             "WORLD_SIZE": str(nodes * per_node), "LOCAL_WORLD_SIZE": str(per_node)}
+            for node in range(nodes) for local in range(per_node)]
+
+
+_LOG_CASES = [(env, step, every, 10) for env in (*_machines(2, 2), {}) for every in (3, 0) for step in range(11)]
+
+_LOG_FAULTS: list[tuple[Callable[..., bool], str]] = [
+    (lambda e, s, k, last: due(k, s, last),
+     "every rank writes: each step's points are doubled, from different rows. Write on global rank 0 only"),
+    (lambda e, s, k, last: int(e.get("LOCAL_RANK", "0")) == 0 and due(k, s, last),
+     "it tests LOCAL_RANK: on several machines every machine has a local rank 0, so each machine writes. "
+     "Test the global RANK"),
+    (lambda e, s, k, last: e.get("RANK") == 0 and due(k, s, last),
+     "nobody writes: environment variables are strings, and RANK is '0', never the number 0"),
+    (lambda e, s, k, last: int(e.get("RANK", "0")) == 0,
+     "rank 0 writes at every step: keep the logging rule, hooks.due(log_every, step, last_step)"),
+    (lambda e, s, k, last: int(e.get("RANK", "0")) == 0 and k > 0 and (s % k == 0),
+     "it never writes at the last step: hooks.due also logs the last step"),
+    (lambda e, s, k, last: int(e.get("RANK", "0")) == 0 and k > 0 and s > 0 and (s % k == 0 or s == last),
+     "it skips step 0: hooks.due logs step 0, the first point of every curve"),
+    (lambda e, s, k, last: int(e.get("RANK", "0")) == int(e.get("WORLD_SIZE", "1")) - 1 and due(k, s, last),
+     "the last rank writes: by convention rank 0 does (it always exists, whatever the world size)"),
+]
+
+
+@checker("lab10.should_log")
+def check_should_log(should_log: Callable[..., Any]) -> None:
+    """``should_log(env, step, log_every, last_step)``: whether this process writes at ``step``, given
+    torchrun's environment variables ``env`` (a dict of strings; empty without torchrun)."""
+    answers = {}
+    for index, (env, step, every, last) in enumerate(_LOG_CASES):
+        what = f"should_log({env}, step={step}, log_every={every}, last_step={last})"
+        try:
+            got = call(should_log, dict(env), step, every, last)
+        except CheckFailed as failure:
+            hint = (" (a run started without torchrun has no RANK variable: it is the only process, rank 0)"
+                    if not env else " (log_every = 0 means never: hooks.due handles it)" if every == 0 else "")
+            raise CheckFailed(f"{failure}{hint}") from failure.__cause__
+        if not isinstance(got, (bool, np.bool_)):
+            raise CheckFailed(f"{what} returned {got!r} ({type(got).__name__}): return True or False")
+        answers[index] = bool(got)
+    wrong = [i for i, got in answers.items() if got != reference_should_log(*_LOG_CASES[i])]
+    if not wrong:
+        passed("lab10.should_log")
+        return
+    for fault, diagnosis in _LOG_FAULTS:
+        if all(answers[i] == bool(fault(*_LOG_CASES[i])) for i in answers):
+            raise CheckFailed(diagnosis)
+    env, step, every, last = _LOG_CASES[wrong[0]]
+    raise CheckFailed(f"should_log({env}, step={step}, log_every={every}, last_step={last}) returned "
+                      f"{answers[wrong[0]]}, expected {reference_should_log(env, step, every, last)}")

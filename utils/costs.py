@@ -1,0 +1,77 @@
+"""What the book's code measured about itself: the latest results of ``benchmarks/`` (the JSON files each
+benchmark writes into ``benchmarks/results/``), shown as Markdown, and each notebook's own cost line.
+
+The appendix renders every result with ``result_markdown``; ``benchmarks/report.py`` writes the same text
+into ``benchmarks/README.md``; a chapter's header states its cost with ``notebook_cost("book/09_scaling")``.
+A result that is missing is said to be missing, never an error: a fresh clone has not measured anything.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from utils.paths import repo_root
+
+REQUIRED_KEYS = ("benchmark", "date", "command", "machine", "tables")
+
+
+def results_dir() -> Path | None:
+    """``<repository>/benchmarks/results``, or ``None`` outside the repository (e.g. on Colab)."""
+    root = repo_root()
+    return root / "benchmarks" / "results" if root is not None else None
+
+
+def load_results(folder: str | Path | None = None) -> dict[str, dict[str, Any]]:
+    """``{benchmark name: result}`` for every ``*.json`` in ``folder`` (default ``results_dir()``), sorted
+    by name; empty when there is none. A JSON file that is not a benchmark's result raises ``ValueError``."""
+    folder = Path(folder) if folder is not None else results_dir()
+    results = {}
+    for path in sorted(folder.glob("*.json")) if folder is not None and folder.is_dir() else []:
+        result = json.loads(path.read_text())
+        missing = [key for key in REQUIRED_KEYS if key not in result]
+        if missing:
+            raise ValueError(f"{path} lacks {missing}: it was not written by a benchmark (delete it or rerun it)")
+        results[result["benchmark"]] = result
+    return results
+
+
+def tables_markdown(tables: Sequence[dict[str, Any]]) -> str:
+    """Result tables (``{"title", "columns", "rows", "notes"}``) as Markdown: a bold title, a pipe table,
+    its notes as a list."""
+    parts = []
+    for item in tables:
+        lines = [f"**{item['title']}**", "", "| " + " | ".join(item["columns"]) + " |",
+                 "|" + "|".join("---" for _ in item["columns"]) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in item["rows"]]
+        if item.get("notes"):
+            lines += [""] + [f"- {note}" for note in item["notes"]]
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def result_markdown(result: dict[str, Any], heading: str = "###") -> str:
+    """One benchmark's result: where, when and how it was measured, then its tables."""
+    machine = result["machine"]
+    return (f"{heading} {result['benchmark']}\n\n"
+            f"Measured {result['date']} on {machine['cpu']} ({machine['cpus_usable']} usable CPUs), "
+            f"torch {machine['torch']}, load average {machine.get('load_average_start')} at start "
+            f"and {machine.get('load_average_end')} at end, with `{result['command']}`.\n\n"
+            + tables_markdown(result["tables"]))
+
+
+def notebook_cost(notebook: str, results: dict[str, dict[str, Any]] | None = None) -> str:
+    """A chapter's cost line from ``benchmarks/results/notebooks.json``: wall time, CPU time and peak
+    memory of executing ``notebook`` (``"book/09_scaling"``, with or without ``.ipynb``) in a fresh kernel,
+    with the date and machine; or a line saying it was not measured yet."""
+    results = load_results() if results is None else results
+    key = notebook if notebook.endswith(".ipynb") else f"{notebook}.ipynb"
+    rows = {row["notebook"]: row for row in results.get("notebooks", {}).get("results", [])}
+    if key not in rows:
+        return f"**Cost:** not measured yet (`python -m benchmarks.notebooks --only {key}` measures it)."
+    row, result = rows[key], results["notebooks"]
+    return (f"**Cost:** {row['wall_s']:.0f} s wall, {row['cpu_s']:.0f} s of CPU time and "
+            f"{row['peak_rss_mib']:,.0f} MiB peak memory in a fresh kernel, measured {row['date'][:10]} on "
+            f"{result['machine']['cpus_usable']} CPUs ({result['machine']['cpu']}).")

@@ -1,0 +1,176 @@
+"""The memory arithmetic of training a GPT: parameters, gradients, AdamW states and activations, in bytes,
+as functions of the model size, sequence length and batch; what bf16, activation checkpointing, ZeRO/FSDP
+sharding and tensor parallelism each remove; and two measurements to check the formulas against.
+
+Shapes as in ``utils.gpt``: B batch, T sequence length, C = n_embd, H = n_head, L = n_layer, V = vocab_size,
+P = parameters. Activations are the tensors autograd saves for the backward pass. Counted for the book's GPT
+(fp32, dropout 0, ``F.scaled_dot_product_attention``, whose CPU and GPU kernels keep no T x T matrix), per
+token and per block: the inputs of ln_1, c_attn, ln_2 and c_fc (4C), q, k, v (3C), the attention output
+that c_proj reads (C), the GELU's input and output (8C), plus each LayerNorm's mean and 1/std (4) and the
+attention's log-sum-exp (H): **16C + H + 4 values**. After the blocks: ln_f's input and output (2C), its
+mean and 1/std (2), and the log-softmax of the logits (V); the token ids and targets (2 int64 per token);
+the position ids (T int64); the cross-entropy's total weight (one fp32 number). ``tests/test_memory.py`` checks this against what autograd saves, to the byte.
+
+Measured here: ``saved_activation_bytes`` (autograd's saved-tensor hooks: exactly the storages kept for the
+backward pass) and ``measure_step_peak`` (torch.profiler's memory timeline of one training step: torch has
+no ``max_memory_allocated`` for the CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from utils.gpt import GPTConfig, parameter_count_formula
+
+#: Bytes per parameter of each training state, per precision recipe.
+#: "fp32": weights, gradients, and AdamW's two moments in fp32 (the book's runs).
+#: "bf16-mixed": bf16 weights and gradients for the arithmetic, plus an fp32 master copy and fp32 moments
+#: (Megatron/DeepSpeed's mixed precision): 2 + 2 + 4 + 8 = 16 bytes, as many as fp32's 4 + 4 + 8.
+PRECISIONS = {
+    "fp32": {"weights": 4, "gradients": 4, "master": 0, "optimizer": 8, "activations": 4},
+    "bf16-mixed": {"weights": 2, "gradients": 2, "master": 4, "optimizer": 8, "activations": 2},
+}
+INT64 = 8
+LOSS_WEIGHT = 4  # the cross-entropy saves its total weight, one fp32 number
+
+
+@dataclass(frozen=True)
+class MemoryEstimate:
+    """Bytes held per rank during a training step, by kind. ``weights`` includes an fp32 master copy."""
+
+    weights: int
+    gradients: int
+    optimizer: int
+    activations: int
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.gradients + self.optimizer + self.activations
+
+    def as_dict(self) -> dict[str, int]:
+        return {**asdict(self), "total": self.total}
+
+
+def activation_values_per_token(config: GPTConfig, checkpointing: bool = False,
+                                tensor_parallel: int = 1) -> float:
+    """Floating-point values saved for the backward pass per token (see the module docstring).
+
+    checkpointing: keep only each block's input (C per block) and recompute the block's activations during
+    the backward pass, one block at a time (so one block's worth is alive at the peak).
+    tensor_parallel: the attention heads and the MLP's hidden units split over ``t`` ranks: q, k, v, the
+    attention output, the GELU's input and output and the log-sum-exp are divided by t; the inputs of the
+    LayerNorms and of the first matmuls (4C), the LayerNorm statistics and everything after the blocks stay
+    whole on every rank (Megatron's sequence parallelism would split those too).
+    """
+    C, H, L, t = config.n_embd, config.n_head, config.n_layer, tensor_parallel
+    block = 4 * C + 4 + (12 * C + H) / t
+    head = 2 * C + 2 + config.vocab_size
+    if checkpointing:
+        return L * C + block + head
+    return L * block + head
+
+
+def activation_bytes(config: GPTConfig, batch_size: int, seq_len: int | None = None, *,
+                     bytes_per_value: int = 4, checkpointing: bool = False, tensor_parallel: int = 1) -> int:
+    """Bytes of the activations one forward pass keeps for the backward pass: B x T tokens x
+    ``activation_values_per_token`` x ``bytes_per_value``, plus the int64 ids, targets and positions."""
+    T = seq_len if seq_len is not None else config.block_size
+    tokens = batch_size * T
+    values = activation_values_per_token(config, checkpointing, tensor_parallel)
+    return round(tokens * values * bytes_per_value) + 2 * INT64 * tokens + INT64 * T + LOSS_WEIGHT
+
+
+def training_memory(config: GPTConfig, batch_size: int, seq_len: int | None = None, *,
+                    precision: str = "fp32", checkpointing: bool = False, zero_stage: int = 0,
+                    data_parallel: int = 1, tensor_parallel: int = 1) -> MemoryEstimate:
+    """Bytes per rank of training ``GPT(config)`` with AdamW on ``batch_size`` sequences of ``seq_len``.
+
+    zero_stage with ``data_parallel`` N ranks: 1 shards AdamW's states over the N ranks, 2 also the
+    gradients, 3 (= FSDP's full sharding) also the weights. tensor_parallel t splits every weight matrix, and
+    so its gradient and optimizer state, over t ranks (counted here as all of P / t: the embeddings split by
+    vocabulary rows, the small LayerNorm and bias vectors ignored).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    if zero_stage not in (0, 1, 2, 3) or data_parallel < 1 or tensor_parallel < 1:
+        raise ValueError("zero_stage is 0, 1, 2 or 3; data_parallel and tensor_parallel are >= 1")
+    sizes = PRECISIONS[precision]
+    P = parameter_count_formula(config) / tensor_parallel
+    shard = {kind: data_parallel if zero_stage >= stage else 1
+             for kind, stage in (("optimizer", 1), ("gradients", 2), ("weights", 3))}
+    acts = activation_bytes(config, batch_size, seq_len, bytes_per_value=sizes["activations"],
+                            checkpointing=checkpointing, tensor_parallel=tensor_parallel)
+    return MemoryEstimate(
+        weights=round(P * (sizes["weights"] + sizes["master"]) / shard["weights"]),
+        gradients=round(P * sizes["gradients"] / shard["gradients"]),
+        optimizer=round(P * sizes["optimizer"] / shard["optimizer"]),
+        activations=acts)
+
+
+# --------------------------------------------------------------------------------------------- measuring
+
+
+def checkpointed_lm_loss(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Tensor]):
+    """``evaluation.lm_loss`` for a ``utils.gpt.GPT`` with every block under ``torch.utils.checkpoint``: the
+    forward pass keeps only each block's input (B, T, C) and the backward pass recomputes the rest, one block
+    at a time. x, y (B, T) -> ``(loss, {})``."""
+    x, y = batch
+    B, T = x.shape
+    parts = model.transformer
+    h = parts.drop(parts.wte(x) + parts.wpe(torch.arange(T, device=x.device)))  # (B, T, C)
+    for block in parts.h:
+        h = checkpoint(block, h, use_reentrant=False)
+    logits = model.lm_head(parts.ln_f(h))  # (B, T, V)
+    return F.cross_entropy(logits.view(B * T, -1), y.reshape(B * T)), {}
+
+
+
+def saved_activation_bytes(model: torch.nn.Module, batch: Any,
+                           loss_fn: Callable[[torch.nn.Module, Any], tuple[torch.Tensor, Any]]) -> int:
+    """Bytes of the storages autograd keeps for the backward pass of ``loss_fn(model, batch)``: every tensor
+    saved during the forward pass, each underlying storage counted once (a saved view keeps its whole
+    storage alive), parameters left out (they exist anyway)."""
+    storages: dict[int, int] = {}
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        loss, _ = loss_fn(model, batch)
+    parameters = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    del loss  # frees the graph and what it saved
+    return sum(size for pointer, size in storages.items() if pointer not in parameters)
+
+
+def measure_step_peak(step: Callable[[], Any]) -> dict[str, int]:
+    """Peak bytes of CPU tensors alive during ``step()`` (e.g. one ``loop.train_step``), from torch.profiler's
+    memory timeline, which follows every tensor alive during the profile, those allocated before it included
+    (parameters, optimizer states). ``{"peak": bytes, "before": bytes at the first event}``.
+
+    Run ``step`` once before measuring, so that AdamW's states exist, as in every step after the first.
+    ``export_memory_timeline`` is deprecated in favour of CUDA's memory snapshots, which do not cover the CPU.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
+                 with_stack=True) as profiler:
+        step()
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        path = Path(folder) / "timeline.json"
+        profiler.export_memory_timeline(str(path), device="cpu")
+        _, sizes = json.loads(path.read_text())  # [times, [bytes per category] per time]
+    totals = [sum(row) for row in sizes]
+    return {"peak": max(totals), "before": totals[0]}
