@@ -96,3 +96,16 @@ def test_math_renders_offline_in_a_real_browser(pages, tmp_path):
         typeset = len(re.findall(r'id="MathJax-Element-\d+-Frame"', dom))
         assert typeset == count, f"{path.name}: {typeset} of {count} formulas typeset"
         assert 'class="MathJax_Error"' not in dom and 'class="merror"' not in dom, f"{path.name}: a TeX error"
+
+
+def test_chapter_7_shows_every_screenshot_of_the_real_tensorboard(pages):
+    """Each committed screenshot is an image of chapter 7's page, copied into the built book, byte for byte."""
+    screenshots = sorted((ROOT / "book" / "images" / "tensorboard").glob("*.png"))
+    assert screenshots, "no screenshots in book/images/tensorboard: run `make screenshots` after `make book`"
+    html = pages[ROOT / "book" / "07_tensorboard.ipynb"]
+    built = {Path(src).name: HTML / "book" / src for src in re.findall(r'<img[^>]+src="([^"]+\.png)"', html)}
+    missing = [shot.name for shot in screenshots if shot.name not in built]
+    assert not missing, f"screenshots not shown on the chapter 7 page: {missing}"
+    for shot in screenshots:
+        copy = built[shot.name].resolve()
+        assert copy.is_file() and copy.read_bytes() == shot.read_bytes(), f"{shot.name}: not in the built book"

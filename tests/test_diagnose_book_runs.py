@@ -65,9 +65,9 @@ BROKEN: dict[str, set[str]] = {
     "ch07/pitfalls/ranks": {"plateau"},  # two ranks writing a constant: the every-rank pitfall
     # lab 6: five runs, one healthy (run_c)
     "lab06/run_a": {"overfitting"},
-    "lab06/run_b": {"plateau", "overfitting", "exploding_gradients", "no_validation_progress"},
-    "lab06/run_d": {"no_validation_progress"},
-    "lab06/run_e": {"overfitting", "no_validation_progress"},
+    "lab06/run_b": {"plateau", "overfitting", "exploding_gradients"},
+    "lab06/run_d": set(),  # a too-low rate: its validation loss still falls 7.5 %, above the 5 % the rule needs
+    "lab06/run_e": {"overfitting"},
     # lab 9: six runs, each one setting away from a healthy twin (lab09/reference is healthy; the other
     # twins are trained only once the lab's first exercise is solved)
     "lab09/run_a": {"plateau", "no_validation_progress"},  # learning rate too low

@@ -61,7 +61,9 @@ def test_measured_peak_of_a_step_lies_between_the_formulas_bounds(shape):
     estimate = memory.training_memory(config, shape[4])
     step_counters = 4 * len(list(model.parameters()))  # AdamW's step count: one fp32 number per tensor
     inputs = batch[0].nbytes + batch[1].nbytes
-    assert measured["before"] == estimate.weights + estimate.optimizer + step_counters + inputs
+    expected_before = estimate.weights + estimate.optimizer + step_counters + inputs
+    # Plus a few small tensors whose lifetime the allocator decides (measured: 0 to 16.6 kB from run to run).
+    assert 0 <= measured["before"] - expected_before <= 64 * 1024, (measured, expected_before)
     lower = estimate.weights + estimate.optimizer + estimate.activations
     assert lower <= measured["peak"] <= estimate.total
 
