@@ -194,14 +194,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     finally:
         torch.set_num_threads(threads)
         shutil.rmtree(folder, ignore_errors=True)
-    machine = {**machine, "load_average_start": load_start, "load_average_end": record.load_average()}
-    result = {"benchmark": NAME, "date": record.now(), "command": record.command(f"benchmarks.{NAME}", argv),
-              "machine": machine, "wall_s": time.perf_counter() - started, "settings": vars(args),
+    result = {**record.provenance(NAME, argv, machine, load_start, started), "settings": vars(args),
               "loop": loop_results, "log_step": direct, "writers": writers,
               "tables": tables(loop_results, direct, writers, args)}
-    path = record.write_result(NAME, result, args.out_dir)
-    print(record.markdown(result["tables"]))
-    print(f"wrote {path} ({result['wall_s']:.0f} s)")
+    record.finish(NAME, result, args.out_dir)
     return result
 
 

@@ -150,13 +150,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     load_start, machine, started = record.load_average(), record.machine(), time.perf_counter()
     rows = merged(run(notebooks(args.only), args.timeout), args.out_dir) if args.only else \
         run(notebooks(()), args.timeout)
-    machine = {**machine, "load_average_start": load_start, "load_average_end": record.load_average()}
-    result = {"benchmark": NAME, "date": record.now(), "command": record.command(f"benchmarks.{NAME}", argv),
-              "machine": machine, "wall_s": time.perf_counter() - started, "results": rows,
+    result = {**record.provenance(NAME, argv, machine, load_start, started), "results": rows,
               "tables": [table(rows)]}
-    path = record.write_result(NAME, result, args.out_dir)
-    print(record.markdown(result["tables"]))
-    print(f"wrote {path} ({result['wall_s']:.0f} s)")
+    record.finish(NAME, result, args.out_dir)
     return result
 
 

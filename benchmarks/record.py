@@ -14,6 +14,7 @@ import platform
 import shlex
 import statistics
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,24 @@ def median(values: Sequence[float]) -> float:
     if not values:
         raise ValueError("no timed values: run at least one timed step")
     return statistics.median(values)
+
+
+def provenance(name: str, argv: Sequence[str] | None, machine_info: dict[str, Any], load_start: list[float],
+               started: float) -> dict[str, Any]:
+    """The fields every result file starts with: the benchmark, the date, the exact command, the machine with
+    its load average at the start (``load_start``) and now, and the wall time since ``started``
+    (``time.perf_counter()``)."""
+    return {"benchmark": name, "date": now(), "command": command(f"benchmarks.{name}", argv),
+            "machine": {**machine_info, "load_average_start": load_start, "load_average_end": load_average()},
+            "wall_s": time.perf_counter() - started}
+
+
+def finish(name: str, result: dict[str, Any], out_dir: str | Path | None = None) -> Path:
+    """Write the result file (``write_result``), print its tables and where it went."""
+    path = write_result(name, result, out_dir)
+    print(markdown(result["tables"]))
+    print(f"wrote {path} ({result['wall_s']:.0f} s)")
+    return path
 
 
 def write_result(name: str, result: dict[str, Any], out_dir: str | Path | None = None) -> Path:

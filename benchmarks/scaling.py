@@ -118,13 +118,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         rows = [throughput(name, ranks, threads, args.steps, Path(folder))
                 for name in args.configs.split(",") for ranks, threads in LAYOUTS]
     memory_rows = [memory_row(name) for name in args.memory_configs.split(",")]
-    machine = {**machine, "load_average_start": load_start, "load_average_end": record.load_average()}
-    result = {"benchmark": NAME, "date": record.now(), "command": record.command(f"benchmarks.{NAME}", argv),
-              "machine": machine, "wall_s": time.perf_counter() - started, "throughput": rows,
+    result = {**record.provenance(NAME, argv, machine, load_start, started), "throughput": rows,
               "memory": memory_rows, "tables": tables(rows, memory_rows)}
-    path = record.write_result(NAME, result, args.out_dir)
-    print(record.markdown(result["tables"]))
-    print(f"wrote {path} ({result['wall_s']:.0f} s)")
+    record.finish(NAME, result, args.out_dir)
     return result
 
 

@@ -279,14 +279,12 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]:
     configs = [CONFIGS[name] for name in args.configs.split(",")]
     rows = measure_all(configs, args.threads, args, train_ids)
     summary = profile(configs[0], train_ids, args.profile_threads, args.profile_steps) if args.profile_steps else None
-    machine = {**machine, "load_average_start": load_start, "load_average_end": record.load_average()}
+    header = record.provenance(NAME, argv, machine, load_start, started)
     comparison = compare_with_nanogpt(rows)
-    tables = [throughput_table(rows, comparison, machine)]
+    tables = [throughput_table(rows, comparison, header["machine"])]
     if summary is not None:
         tables.append(profile_table(summary))
-    return {"benchmark": NAME, "date": record.now(), "command": record.command(f"benchmarks.{NAME}", argv),
-            "machine": machine,
-            "wall_s": time.perf_counter() - started,
+    return {**header,
             "settings": {"dtype": "float32", "warmup_steps": args.warmup, "max_timed_steps": args.steps,
                          "max_seconds": args.max_seconds, "peak_matmul_size": args.peak_size, "lr": LR,
                          "weight_decay": WEIGHT_DECAY, "betas": list(BETAS), "grad_clip": GRAD_CLIP},
@@ -304,9 +302,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         result = run(args, argv)
     finally:
         torch.set_num_threads(threads)  # the caller's setting back (a test runs this in its own process)
-    path = record.write_result(NAME, result, args.out_dir)
-    print(record.markdown(result["tables"]))
-    print(f"wrote {path} ({result['wall_s']:.0f} s)")
+    record.finish(NAME, result, args.out_dir)
     return result
 
 
