@@ -88,6 +88,32 @@ def graph_free_number(result: Any, what: str) -> float:
     return float(array.reshape(-1)[0])
 
 
+def normalised(text: Any) -> str:
+    """A name or label as the checkers compare it: stripped, lower case, "-" and " " read as "_"."""
+    return str(text).strip().lower().replace("-", "_").replace(" ", "_")
+
+
+def answers_per_run(answer: Any, runs: Any, function: str, shape: str, noun: str) -> dict[str, Any]:
+    """The reader's ``{run name: value}`` keyed by the lab's run names (``"a"``, ``"Run A"`` and ``"run_a"``
+    are one run), values as given. ``CheckFailed`` names the fault: no ``return``, not a dict (``shape`` says
+    what to return), a run that does not exist, or one left out (``noun``: what each run needs)."""
+    if answer is None:
+        raise CheckFailed(f"{function}() returned None: did you forget the `return`?")
+    if not hasattr(answer, "items"):
+        raise CheckFailed(f"{function}() returned {type(answer).__name__}: return a dict {shape}")
+    values = {}
+    for key, value in answer.items():
+        name = normalised(key)
+        name = name if name.startswith("run_") else f"run_{name}"
+        if name not in runs:
+            raise CheckFailed(f"{key!r} is not a run of this lab: the runs are {', '.join(runs)}")
+        values[name] = value
+    missing = [name for name in runs if name not in values]
+    if missing:
+        raise CheckFailed(f"no {noun} for {', '.join(missing)}: {noun} every run")
+    return values
+
+
 def all_checkers() -> dict[str, Callable[..., Any]]:
     """Import every lab module of this package and return ``{exercise id: checker}``."""
     for module in pkgutil.iter_modules(__path__):

@@ -19,7 +19,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from utils.checks import CheckFailed, call, checker, graph_free_number, passed, unchanged
+from utils.checks import (
+    CheckFailed,
+    answers_per_run,
+    call,
+    checker,
+    graph_free_number,
+    normalised,
+    passed,
+    unchanged,
+)
 
 LABELS = ("healthy", "lr_too_low", "lr_too_high", "overfitting", "dead_relus")
 CLASSES = 10  # digits: a uniform guess scores ln 10 = 2.30 nats
@@ -182,26 +191,10 @@ LOOKS_LIKE = {  # what each label looks like in these runs' curves and histogram
 }
 
 
-def _normalise(text: Any) -> str:
-    return str(text).strip().lower().replace("-", "_").replace(" ", "_")
-
-
 def _labels_of(answer: Any) -> dict[str, str]:
-    if answer is None:
-        raise CheckFailed("diagnoses() returned None: did you forget the `return`?")
-    if not hasattr(answer, "items"):
-        raise CheckFailed(f"diagnoses() returned {type(answer).__name__}: return a dict "
-                          "{run name: label}, e.g. {'run_a': 'healthy', ...}")
-    labels = {}
-    for key, value in answer.items():
-        name = _normalise(key)
-        name = name if name.startswith("run_") else f"run_{name}"
-        if name not in RUNS:
-            raise CheckFailed(f"{key!r} is not a run of this lab: the runs are {', '.join(RUNS)}")
-        labels[name] = _normalise(value)
-    missing = [name for name in RUNS if name not in labels]
-    if missing:
-        raise CheckFailed(f"no label for {', '.join(missing)}: label every run")
+    given = answers_per_run(answer, RUNS, "diagnoses", "{run name: label}, e.g. {'run_a': 'healthy', ...}",
+                            "label")
+    labels = {name: normalised(value) for name, value in given.items()}
     unknown = {name: label for name, label in labels.items() if label not in LABELS}
     if unknown:
         raise CheckFailed(f"{unknown} is not one of the labels: use one of {', '.join(LABELS)}")

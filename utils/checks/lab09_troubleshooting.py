@@ -10,14 +10,14 @@ Read ``RUNS`` after you have answered.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from utils.checks import CheckFailed, call, checker, passed, unchanged
+from utils.checks import CheckFailed, answers_per_run, call, checker, normalised, passed, unchanged
 from utils.troubleshoot import Setting, differing_settings, setting_hparams
 
 SEED = 1  # chapter 8 trained these settings with seed 0: other data split, initial weights and batches
@@ -142,7 +142,7 @@ CONFUSIONS = {  # (truth, given) -> the evidence that tells them apart; {lr}: th
 
 
 def _normalise(text: Any) -> Any:
-    return text if text is None else str(text).strip().lower().replace("-", "_").replace(" ", "_")
+    return text if text is None else normalised(text)
 
 
 def _answer_of(name: str, value: Any) -> tuple[str, str | None, str | None]:
@@ -161,22 +161,8 @@ def _answer_of(name: str, value: Any) -> tuple[str, str | None, str | None]:
 
 
 def _answers_of(answer: Any) -> dict[str, tuple[str, str | None, str | None]]:
-    if answer is None:
-        raise CheckFailed("diagnose_runs() returned None: did you forget the `return`?")
-    if not isinstance(answer, Mapping):
-        raise CheckFailed(f"diagnose_runs() returned {type(answer).__name__}: return a dict "
-                          "{run name: (problem, setting, change)}")
-    answers = {}
-    for key, value in answer.items():
-        name = _normalise(key)
-        name = name if name.startswith("run_") else f"run_{name}"
-        if name not in RUNS:
-            raise CheckFailed(f"{key!r} is not a run of this lab: the runs are {', '.join(RUNS)}")
-        answers[name] = _answer_of(name, value)
-    missing = [name for name in RUNS if name not in answers]
-    if missing:
-        raise CheckFailed(f"no answer for {', '.join(missing)}: answer every run")
-    return answers
+    given = answers_per_run(answer, RUNS, "diagnose_runs", "{run name: (problem, setting, change)}", "answer")
+    return {name: _answer_of(name, value) for name, value in given.items()}
 
 
 def _wrong_problem(name: str, given: str) -> str:
