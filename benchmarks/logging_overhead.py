@@ -4,13 +4,14 @@ histograms of every parameter at every step; then the write throughput of tensor
 
 The loop: ``utils.loop.train`` on the book's GPT at nanoGPT's CPU recipe (4 layers, 4 heads, 128-dim,
 context 64, batch 12), one thread. Each variant runs in rounds, interleaved (none, default, histograms,
-none, ...), so that a change in the machine's load hits all of them alike; the figure is the median over
-rounds of the mean step time of a round (wall time of ``train`` / steps). The book's default cadence is
-``TrainConfig``'s: the scalars of ``hooks.log_step`` at every step. Because a 1 % difference is below the
-noise of a shared machine, the cost of that logging is also timed directly: ``hooks.log_step`` alone,
-called as the loop calls it, per step.
+then histograms, default, none, ...), so that a change in the machine's load hits all of them alike; a variant's overhead is the
+median over rounds of its ratio to the same round without logging. Wall time and the process's CPU time
+(writer threads included) both. The book's default cadence is ``TrainConfig``'s: the scalars of
+``hooks.log_step`` at every step, written as one event. Because a 1 % difference is below the noise of a
+shared machine, the cost of that logging is also timed directly: ``hooks.log_step`` alone, called as the
+loop calls it, per step, its writer's final flush included.
 
-    python -m benchmarks.logging_overhead                 # the full benchmark (about 3 minutes)
+    python -m benchmarks.logging_overhead                 # the full benchmark (about 4 minutes)
     python -m benchmarks.logging_overhead --steps 5 --rounds 1 --writers tensorboardX
 """
 
@@ -46,8 +47,11 @@ WRITERS = ("tensorboardX", "torch.utils.tensorboard", "tf.summary")
 # --------------------------------------------------------------------------------------------- the loop
 
 
-def timed_round(variant: dict[str, Any] | None, steps: int, train_ids: torch.Tensor, logdir: Path) -> float:
-    """Mean seconds per step of ``train`` over ``steps`` updates of a fresh model, after one untimed step."""
+def timed_round(variant: dict[str, Any] | None, steps: int, train_ids: torch.Tensor,
+                logdir: Path) -> tuple[float, float]:
+    """Wall and CPU seconds per step of ``train`` over ``steps`` updates of a fresh model, after one untimed
+    step. CPU time is the whole process's, so it counts tensorboardX's writer thread and its queue's feeder
+    thread too, which wall time on a second core would hide."""
     torch.manual_seed(0)
     model = GPT(MODEL)
     optimizer = make_adamw(model, 1e-3)
@@ -56,37 +60,60 @@ def timed_round(variant: dict[str, Any] | None, steps: int, train_ids: torch.Ten
     config = loop.TrainConfig(max_steps=steps, lr=1e-3, progress=False, units="tokens", **(variant or {}))
     shutil.rmtree(logdir, ignore_errors=True)
     with tb.open_run("bench", "logging", root=logdir) as writer:
-        start = time.perf_counter()
+        wall, cpu = time.perf_counter(), time.process_time()
         loop.train(model, optimizer, config, batch_fn=batch_fn, loss_fn=lm_loss,
                    writer=writer if variant is not None else None)
-        elapsed = time.perf_counter() - start
-    return elapsed / steps
+        writer.flush()  # what the writer thread still has queued is part of the cost
+        return (time.perf_counter() - wall) / steps, (time.process_time() - cpu) / steps
 
 
-def log_step_cost(calls: int, logdir: Path) -> float:
-    """Seconds per call of ``hooks.log_step``, the scalars the loop writes at every step by default."""
+def log_step_cost(calls: int, logdir: Path, one_event: bool = True) -> tuple[float, float]:
+    """Wall and CPU seconds per call of ``hooks.log_step``, the scalars the loop writes at every step by
+    default, with the final flush (the writer thread's work) counted. ``one_event=False``: the same scalars
+    with one ``add_scalar`` each, as the loop wrote them before."""
     stats = loop.StepStats(loss=2.5, metrics={}, grad_norm=0.7)
     config = loop.TrainConfig(max_steps=calls, units="tokens")
-    with tb.open_run("bench", "log_step", root=logdir) as writer:
-        start = time.perf_counter()
+    lrs = {"decay": 1e-3, "no_decay": 1e-3}
+    with tb.open_run("bench", f"log_step_{one_event}", root=logdir) as writer:
+        wall, cpu = time.perf_counter(), time.process_time()
         for step in range(calls):
-            hooks.log_step(writer, step, stats, {"decay": 1e-3, "no_decay": 1e-3}, 6000.0, config, None)
+            if one_event:
+                hooks.log_step(writer, step, stats, lrs, 6000.0, config, None)
+            else:
+                for tag, value in hooks.step_scalars(stats, lrs, 6000.0, config, None).items():
+                    writer.add_scalar(tag, value, step)
         writer.flush()
-        return (time.perf_counter() - start) / calls
+        return (time.perf_counter() - wall) / calls, (time.process_time() - cpu) / calls
+
+
+def _paired(times: list[float], base: list[float]) -> dict[str, float]:
+    """Overhead against no logging, round by round (the same round shares the machine's load): the median
+    ratio - 1 and its quartiles, which show how far the noise reaches."""
+    ratios = np.asarray(times) / np.asarray(base) - 1
+    return {"overhead": float(np.median(ratios)), "overhead_q1": float(np.percentile(ratios, 25)),
+            "overhead_q3": float(np.percentile(ratios, 75))}
 
 
 def loop_rows(args: argparse.Namespace, folder: Path) -> tuple[list[dict[str, Any]], dict[str, float]]:
     _, train_ids, _ = shakespeare_data()
-    rounds: dict[str, list[float]] = {name: [] for name in VARIANTS}
-    for _ in range(args.rounds):
-        for name, variant in VARIANTS.items():
-            rounds[name].append(timed_round(variant, args.steps, train_ids, folder / "loop"))
-    base = float(np.median(rounds["no logging"]))
-    rows = [{"variant": name, "ms_per_step": float(np.median(times)) * 1e3,
-             "overhead": float(np.median(times)) / base - 1, "rounds": len(times)}
-            for name, times in rounds.items()]
-    direct = log_step_cost(args.log_step_calls, folder / "direct")
-    return rows, {"log_step_ms": direct * 1e3, "share_of_step": direct / base, "step_ms": base * 1e3}
+    wall: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
+    for round_index in range(args.rounds):
+        order = list(VARIANTS.items())
+        for name, variant in order[::-1] if round_index % 2 else order:  # a drift in load cancels out
+            round_wall, round_cpu = timed_round(variant, args.steps, train_ids, folder / "loop")
+            wall[name].append(round_wall)
+            cpu[name].append(round_cpu)
+    rows = [{"variant": name, "rounds": len(wall[name]),
+             "ms_per_step": float(np.median(wall[name])) * 1e3, **_paired(wall[name], wall["no logging"]),
+             "cpu_ms_per_step": float(np.median(cpu[name])) * 1e3,
+             "cpu_overhead": _paired(cpu[name], cpu["no logging"])["overhead"]} for name in VARIANTS]
+    direct_wall, direct_cpu = log_step_cost(args.log_step_calls, folder / "direct")
+    per_tag_wall, _ = log_step_cost(args.log_step_calls, folder / "direct", one_event=False)
+    step_s = float(np.median(wall["no logging"]))
+    return rows, {"log_step_ms": direct_wall * 1e3, "log_step_cpu_ms": direct_cpu * 1e3, "step_ms": step_s * 1e3,
+                  "share_of_step": direct_wall / step_s, "cpu_share_of_step": direct_cpu / step_s,
+                  "one_add_scalar_per_tag_ms": per_tag_wall * 1e3}
 
 
 # --------------------------------------------------------------------------------------------- the writers
@@ -150,12 +177,19 @@ def tables(loop_results: list[dict[str, Any]], direct: dict[str, float], writers
            args: argparse.Namespace) -> list[dict[str, Any]]:
     loop_table = record.table(
         "Logging overhead: utils.loop.train, nanoGPT's CPU recipe, 1 thread",
-        ["variant", "ms/step (median of rounds)", "overhead vs no logging"],
-        [[row["variant"], f"{row['ms_per_step']:.1f}", f"{row['overhead']:+.1%}"] for row in loop_results],
-        [f"{args.rounds} rounds of {args.steps} steps per variant, interleaved; overhead = ratio of medians - 1.",
-         f"Timed alone, hooks.log_step (the default cadence's scalars at every step) costs "
-         f"{direct['log_step_ms']:.3f} ms per step = {direct['share_of_step']:.2%} of the {direct['step_ms']:.1f} "
-         "ms step without logging (the book's default must stay under 1 %)."])
+        ["variant", "ms/step", "overhead (quartiles)", "CPU ms/step", "CPU overhead"],
+        [[row["variant"], f"{row['ms_per_step']:.1f}",
+          f"{row['overhead']:+.1%} ({row['overhead_q1']:+.1%} to {row['overhead_q3']:+.1%})",
+          f"{row['cpu_ms_per_step']:.1f}", f"{row['cpu_overhead']:+.1%}"] for row in loop_results],
+        [f"{args.rounds} rounds of {args.steps} steps per variant, interleaved (the order reversed every other "
+         "round); ms/step: median over rounds; overhead: median over rounds of the ratio to the same round without logging, - 1 (quartiles: the "
+         "noise of a shared machine). CPU: the whole process's, writer threads included.",
+         f"Timed alone, hooks.log_step (the default cadence's scalars at every step, one event) costs "
+         f"{direct['log_step_ms']:.3f} ms wall and {direct['log_step_cpu_ms']:.3f} ms CPU per step = "
+         f"{direct['share_of_step']:.2%} and {direct['cpu_share_of_step']:.2%} of the {direct['step_ms']:.1f} ms "
+         "step without logging (the book's default must stay under 1 %); the same scalars with one add_scalar "
+         f"each cost {direct['one_add_scalar_per_tag_ms']:.3f} ms (tensorboardX hands every event to its writer "
+         "thread through a multiprocessing.Queue)."])
     writer_table = record.table(
         f"Write throughput: {args.scalars:,} scalars, {args.histograms} histograms of {args.values:,} floats",
         ["writer", "scalars/s", "histograms/s"],
@@ -167,8 +201,8 @@ def tables(loop_results: list[dict[str, Any]], direct: dict[str, float], writers
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40, help="timed steps per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--log-step-calls", type=int, default=2000)
     parser.add_argument("--writers", default=",".join(WRITERS), help=f"comma-separated, from {WRITERS}")
     parser.add_argument("--scalars", type=int, default=5000)

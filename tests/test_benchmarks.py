@@ -121,9 +121,13 @@ def test_logging_overhead_compares_the_three_variants_against_no_logging(logging
     assert json.loads((out_dir / "logging_overhead.json").read_text()) == json.loads(json.dumps(result))
     variants = {row["variant"]: row for row in result["loop"]}
     assert list(variants) == list(logging_overhead.VARIANTS)
-    assert variants["no logging"]["overhead"] == 0 and all(row["ms_per_step"] > 0 for row in variants.values())
+    assert variants["no logging"]["overhead"] == 0 and variants["no logging"]["cpu_overhead"] == 0
+    assert all(row["ms_per_step"] > 0 and row["cpu_ms_per_step"] > 0 for row in variants.values())
+    assert all(row["overhead_q1"] <= row["overhead"] <= row["overhead_q3"] for row in variants.values())
     direct = result["log_step"]
     assert direct["share_of_step"] == pytest.approx(direct["log_step_ms"] / direct["step_ms"])
+    assert direct["cpu_share_of_step"] == pytest.approx(direct["log_step_cpu_ms"] / direct["step_ms"])
+    assert direct["one_add_scalar_per_tag_ms"] > 0
     assert [row["writer"] for row in result["writers"]] == ["tensorboardX", "torch.utils.tensorboard"]
     assert all(row["scalars_per_s"] > 0 and row["histograms_per_s"] > 0 for row in result["writers"])
     text = report.section(report.load_results(out_dir))
@@ -173,3 +177,10 @@ def test_scaling_launches_two_ranks_and_reports_their_throughput(tmp_path):
     row = scaling.throughput("tiny", 2, 1, 3, tmp_path)
     assert (row["ranks"], row["threads_per_rank"], row["steps"]) == (2, 1, 3)
     assert row["tokens_per_s"] > 0 and math.isfinite(row["tokens_per_s"])
+
+
+def test_logging_overhead_is_paired_round_by_round():
+    # round 2 ran under load for both variants: paired ratios ignore it, a ratio of medians would not
+    paired = logging_overhead._paired([1.01, 2.02, 1.03], [1.00, 2.00, 1.00])
+    assert paired["overhead"] == pytest.approx(0.01)
+    assert paired["overhead_q1"] == pytest.approx(0.01) and paired["overhead_q3"] == pytest.approx(0.02)

@@ -32,6 +32,34 @@ def test_scalar_round_trip_exact_values_and_steps(root):
     assert frame[frame.tag == "lr"].value.item() == pytest.approx(3e-4)
 
 
+def test_step_scalars_read_back_exactly_as_add_scalar_writes_them(root):
+    values = {"train/loss": 2.5, "train/lr": torch.tensor(3e-4), "perf/tokens per s": np.float64(6e3)}
+    with tb.open_run("ch", "one_event", root=root) as writer:
+        for step in range(3):
+            writer.add_step_scalars({tag: value * (step + 1) for tag, value in values.items()}, step)
+        writer.add_step_scalars({}, 3)  # nothing to write: no event
+    with tb.open_run("ch", "one_each", root=root) as writer:
+        for step in range(3):
+            for tag, value in values.items():
+                writer.add_scalar(tag, value * (step + 1), step)
+    grouped, separate = (tb.read_scalars(root / "ch" / name).sort_values(["tag", "step"])
+                         for name in ("one_event", "one_each"))
+    assert sorted(grouped.tag.unique()) == ["perf/tokens_per_s", "train/loss", "train/lr"]  # cleaned alike
+    pd.testing.assert_frame_equal(grouped[["tag", "step", "value"]].reset_index(drop=True),
+                                  separate[["tag", "step", "value"]].reset_index(drop=True))
+
+
+def test_step_scalars_with_a_non_finite_value_write_nothing_of_that_step(root):
+    with tb.open_run("ch", "nan_group", root=root) as writer:
+        writer.add_step_scalars({"loss": 1.0, "lr": 0.1}, 0)
+        with pytest.raises(tb.NonFiniteScalarError, match="'grad_norm' is nan at step 1"):
+            writer.add_step_scalars({"loss": 0.9, "grad_norm": math.nan}, 1)
+        with pytest.raises(ValueError, match="needs one number"):
+            writer.add_step_scalars({"loss": [0.9, 0.8]}, 1)
+    frame = tb.read_scalars(root / "ch" / "nan_group")
+    assert frame.step.tolist() == [0, 0] and sorted(frame.tag) == ["loss", "lr"]
+
+
 def test_more_than_ten_thousand_scalars_are_all_read(root):
     with tb.open_run("ch", "long", root=root) as writer:
         for step in range(10_050):

@@ -234,10 +234,8 @@ def _save(config: DistConfig, step: int, model: torch.nn.Module, optimizer: Any,
 def _log(writer: Any, every: Any, step: int, loss: float, stats: loop.StepStats, lr: float,
          rate: float) -> None:
     if writer is not None:  # rank 0: numbers of all ranks together
-        writer.add_scalar("train/loss", loss, step)
-        writer.add_scalar("train/grad_norm", stats.grad_norm, step)
-        writer.add_scalar("train/lr", lr, step)
-        writer.add_scalar("perf/tokens_per_s", rate, step)
+        writer.add_step_scalars({"train/loss": loss, "train/grad_norm": stats.grad_norm, "train/lr": lr,
+                                 "perf/tokens_per_s": rate}, step)
     if every is not None:  # the mistake: every rank logs the loss of its own rows
         every.add_scalar("train/loss", stats.loss, step)
 

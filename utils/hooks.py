@@ -29,24 +29,30 @@ def group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
     return {group.get("name", f"group{i}"): float(group["lr"]) for i, group in enumerate(optimizer.param_groups)}
 
 
-def log_step(writer: Any, step: int, stats: Any, lrs: dict[str, float], rate: float, config: Any,
-             peak_gflops: float | None) -> None:
-    """The scalars of one update: ``train/loss`` (mean over its micro-batches), ``train/<metric>``,
+def step_scalars(stats: Any, lrs: dict[str, float], rate: float, config: Any,
+                 peak_gflops: float | None) -> dict[str, float]:
+    """The scalars of one update by tag: ``train/loss`` (mean over its micro-batches), ``train/<metric>``,
     ``train/perplexity``, ``train/lr`` (the first group's; with several distinct rates also
     ``train/lr/<group>`` each), ``train/grad_norm`` (before clipping), ``perf/<units>_per_s``, ``perf/mfu``."""
-    writer.add_scalar("train/loss", stats.loss, step)
+    scalars = {"train/loss": stats.loss}
     if config.perplexity:
-        writer.add_scalar("train/perplexity", math.exp(min(stats.loss, 50.0)), step)
-    for name, value in stats.metrics.items():
-        writer.add_scalar(f"train/{name}", value, step)
-    writer.add_scalar("train/lr", next(iter(lrs.values())), step)
+        scalars["train/perplexity"] = math.exp(min(stats.loss, 50.0))
+    scalars.update({f"train/{name}": value for name, value in stats.metrics.items()})
+    scalars["train/lr"] = next(iter(lrs.values()))
     if len(set(lrs.values())) > 1:
-        for name, lr in lrs.items():
-            writer.add_scalar(f"train/lr/{name}", lr, step)
-    writer.add_scalar("train/grad_norm", stats.grad_norm, step)
-    writer.add_scalar(f"perf/{config.units}_per_s", rate, step)
+        scalars.update({f"train/lr/{name}": lr for name, lr in lrs.items()})
+    scalars["train/grad_norm"] = stats.grad_norm
+    scalars[f"perf/{config.units}_per_s"] = rate
     if config.flops_per_unit and peak_gflops:
-        writer.add_scalar("perf/mfu", perf.mfu(rate, config.flops_per_unit, peak_gflops), step)
+        scalars["perf/mfu"] = perf.mfu(rate, config.flops_per_unit, peak_gflops)
+    return scalars
+
+
+def log_step(writer: Any, step: int, stats: Any, lrs: dict[str, float], rate: float, config: Any,
+             peak_gflops: float | None) -> None:
+    """Write ``step_scalars`` as one event (``RunWriter.add_step_scalars``: one trip through tensorboardX's
+    queue per update instead of one per tag)."""
+    writer.add_step_scalars(step_scalars(stats, lrs, rate, config, peak_gflops), step)
 
 
 def log_divergence(writer: Any, step: int, stats: Any) -> None:
@@ -118,8 +124,7 @@ def evaluate_and_log(eval_fn: Any, model: torch.nn.Module, step: int, writer: An
         metrics["perplexity"] = math.exp(min(metrics["loss"], 50.0))
     model.train()
     if writer is not None:
-        for name, value in metrics.items():
-            writer.add_scalar(f"val/{name}", value, step)
+        writer.add_step_scalars({f"val/{name}": value for name, value in metrics.items()}, step)
     return metrics
 
 

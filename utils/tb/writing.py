@@ -65,6 +65,25 @@ class RunWriter(SummaryWriter):
 
     def add_scalar(self, tag: str, scalar_value: Any, global_step: int | None = None,
                    walltime: float | None = None, **kwargs: Any) -> None:
+        super().add_scalar(tag, self._checked(tag, scalar_value, global_step), global_step, walltime, **kwargs)
+
+    def add_step_scalars(self, values: Mapping[str, Any], global_step: int) -> None:
+        """Several scalars of one step, written as one event: each tag reads back exactly as ``add_scalar``
+        would have written it, but the step costs one trip through tensorboardX's queue instead of one per
+        tag (about 0.15 ms each on a 2-core CPU: the queue is a ``multiprocessing.Queue``). The training
+        loop writes its per-update scalars this way. Non-finite values are refused as by ``add_scalar``,
+        before anything of the step is written."""
+        from tensorboardX.proto.summary_pb2 import Summary
+        from tensorboardX.summary import scalar
+
+        checked = {tag: self._checked(tag, value, global_step) for tag, value in values.items()}
+        if checked:  # tensorboardX's own scalar summaries, tags cleaned as add_scalar cleans them
+            parts = [part for tag, value in checked.items() for part in scalar(tag, value).value]
+            self._get_file_writer().add_summary(Summary(value=parts), global_step)
+
+    def _checked(self, tag: str, scalar_value: Any, global_step: int | None) -> float:
+        """The one number in ``scalar_value``; raises for several numbers, or for a non-finite one unless
+        the writer allows it (after flushing what was already logged)."""
         array = _to_numpy(scalar_value)
         if array.size != 1:
             raise ValueError(f"add_scalar({tag!r}) needs one number, got shape {array.shape}; "
@@ -77,7 +96,7 @@ class RunWriter(SummaryWriter):
                 f"{self.logdir}. A NaN or inf loss usually means the learning rate is too high or the inputs "
                 "are not normalised: lower the learning rate, clip gradients, check the data. To log it "
                 "anyway, open the run with allow_non_finite=True.")
-        super().add_scalar(tag, value, global_step, walltime, **kwargs)
+        return value
 
     def add_histogram(self, tag: str, values: Any, global_step: int | None = None, bins: Any = 64,
                       walltime: float | None = None, max_bins: int | None = None) -> None:
