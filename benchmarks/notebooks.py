@@ -69,6 +69,7 @@ def _children_cpu() -> float:
 
 def measure(path: Path, timeout: int) -> dict[str, Any]:
     """Execute one notebook in a fresh kernel; its wall time, CPU time, peak memory, and any error."""
+    digest = costs.code_digest(path)
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=timeout,
                                      resources={"metadata": {"path": str(path.parent)}})
@@ -83,7 +84,7 @@ def measure(path: Path, timeout: int) -> dict[str, Any]:
     name = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
     return {"notebook": name, "date": record.now(), "wall_s": time.perf_counter() - start,
             "cpu_s": _children_cpu() - cpu_before, "peak_rss_mib": memory.peak / 2**20,
-            "ok": error is None, "error": error}
+            "ok": error is None, "error": error, "code_sha256": digest}
 
 
 def notebooks(only: Sequence[str]) -> list[Path]:
@@ -134,7 +135,8 @@ def table(rows: list[dict[str, Any]]) -> dict[str, Any]:
     cells = [[f"`{row['notebook']}`", f"{row['wall_s']:.0f}", f"{row['cpu_s']:.0f}", f"{row['peak_rss_mib']:,.0f}",
               "ok" if row["ok"] else f"failed: {row['error']}"] for row in rows]
     notes = ["A fresh kernel per notebook (nbclient), from the notebook's folder, runs and checkpoints in a "
-             "temporary folder; with --only, the other rows come from earlier runs (dates in the JSON). CPU: user + system time of the kernel and every process it started; memory: "
+             "temporary folder; with --only, the other rows come from earlier runs (dates in the JSON). "
+             "CPU: user + system time of the kernel and every process it started; memory: "
              "the largest sum of resident memory over the kernel's process tree, sampled every 0.2 s.",
              f"In all: {sum(r['wall_s'] for r in rows):.0f} s wall, {sum(r['cpu_s'] for r in rows):.0f} s CPU."]
     return record.table("Executing each notebook in a fresh kernel",

@@ -72,7 +72,11 @@ def test_report_puts_the_tables_into_the_readme(throughput, tmp_path):
     _, _, out_dir = throughput
     readme = tmp_path / "README.md"
     readme.write_text(f"# title\n\n{report.BEGIN}\nold results\n{report.END}\n\nafter\n")
-    report.main(["--results-dir", str(out_dir), "--readme", str(readme)])
+    main_readme = tmp_path / "MAIN.md"
+    main_readme.write_text(f"# book\n\n{report.NOTEBOOKS_BEGIN}\nold\n{report.NOTEBOOKS_END}\n")
+    report.main(["--results-dir", str(out_dir), "--readme", str(readme), "--main-readme", str(main_readme)])
+    assert main_readme.read_text() == (f"# book\n\n{report.NOTEBOOKS_BEGIN}\n\nNot measured yet: run "
+                                       f"`make bench-notebooks`.\n\n{report.NOTEBOOKS_END}\n")
     text = readme.read_text()
     assert "old results" not in text and text.startswith("# title") and text.endswith("after\n")
     assert "### train_throughput" in text and "| tiny | 1/2/32 | 16 | 4 | 1 |" in text
@@ -163,6 +167,23 @@ def test_notebook_cost_line_reads_the_result_or_says_it_is_missing(tmp_path):
     line = costs.notebook_cost("book/09_scaling", results)
     assert "61 s wall, 80 s of CPU time and 1,000 MiB" in line and "2026-01-02" in line
     assert costs.load_results(tmp_path / "nothing here") == {}
+    row["ok"], row["error"] = False, "CellExecutionError: on purpose"
+    assert "failed: CellExecutionError: on purpose" in costs.notebook_cost("book/09_scaling", results)
+
+
+def test_notebook_cost_line_says_when_the_code_changed_since(tmp_path):
+    (tmp_path / "book").mkdir()
+    notebook = write_notebook(tmp_path / "book" / "ch.ipynb", "x = 1")
+    row = {"notebook": "book/ch.ipynb", "date": "2026-01-02T03:04:05+00:00", "wall_s": 1.0, "cpu_s": 1.0,
+           "peak_rss_mib": 10.0, "ok": True, "error": None, "code_sha256": costs.code_digest(notebook)}
+    results = {"notebooks": {"results": [row], "machine": {"cpus_usable": 2, "cpu": "AMD EPYC"}}}
+    assert "changed" not in costs.notebook_cost("book/ch", results, root=tmp_path)
+    nb = nbformat.read(notebook, 4)
+    nb.cells.append(nbformat.v4.new_markdown_cell("prose does not change the cost"))
+    nbformat.write(nb, notebook)
+    assert "changed" not in costs.notebook_cost("book/ch", results, root=tmp_path)
+    write_notebook(notebook, "x = 2")
+    assert "Its code has changed since" in costs.notebook_cost("book/ch", results, root=tmp_path)
 
 
 @pytest.mark.slow

@@ -158,3 +158,13 @@ def test_bootstrap_is_short_folded_and_fits_the_page():
     too_long = [line for line in lines if len(line) > BOOTSTRAP_MAX_LINE_LENGTH]
     assert not too_long, f"bootstrap lines over {BOOTSTRAP_MAX_LINE_LENGTH} characters: {too_long}"
     assert "hide-input" in notebooks.BOOTSTRAP_TAGS
+
+
+CHAPTERS = sorted((ROOT / "book").glob("[0-9][0-9]_*.ipynb"))
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_each_chapter_states_its_own_measured_cost_under_the_set_up(path):
+    cells = read(path).cells
+    assert "**Cost:**" in cells[0].source and "make bench-notebooks" in cells[0].source
+    assert cells[2].cell_type == "code" and f'costs.notebook_cost("book/{path.stem}")' in cells[2].source

@@ -8,6 +8,7 @@ A result that is missing is said to be missing, never an error: a fresh clone ha
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -62,16 +63,34 @@ def result_markdown(result: dict[str, Any], heading: str = "###") -> str:
             + tables_markdown(result["tables"]))
 
 
-def notebook_cost(notebook: str, results: dict[str, dict[str, Any]] | None = None) -> str:
+def code_digest(notebook: str | Path) -> str:
+    """A short SHA-256 of a notebook's code cells (their source only, not outputs or markdown): what a cost
+    measured on it depends on."""
+    cells = json.loads(Path(notebook).read_text())["cells"]
+    code = "\n\0".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "code")
+    return hashlib.sha256(code.encode()).hexdigest()[:16]
+
+
+def notebook_cost(notebook: str, results: dict[str, dict[str, Any]] | None = None,
+                  root: str | Path | None = None) -> str:
     """A chapter's cost line from ``benchmarks/results/notebooks.json``: wall time, CPU time and peak
-    memory of executing ``notebook`` (``"book/09_scaling"``, with or without ``.ipynb``) in a fresh kernel,
-    with the date and machine; or a line saying it was not measured yet."""
+    memory of executing ``notebook`` (``"book/09_scaling"``, with or without ``.ipynb``, relative to the
+    repository ``root``) in a fresh kernel, with the date and machine; or a line saying it was not measured
+    yet, or that it failed. When the notebook's code has changed since it was measured, the line says so."""
     results = load_results() if results is None else results
     key = notebook if notebook.endswith(".ipynb") else f"{notebook}.ipynb"
     rows = {row["notebook"]: row for row in results.get("notebooks", {}).get("results", [])}
     if key not in rows:
         return f"**Cost:** not measured yet (`python -m benchmarks.notebooks --only {key}` measures it)."
     row, result = rows[key], results["notebooks"]
-    return (f"**Cost:** {row['wall_s']:.0f} s wall, {row['cpu_s']:.0f} s of CPU time and "
+    if not row["ok"]:
+        return f"**Cost:** its last measurement ({row['date'][:10]}) failed: {row['error']}."
+    line = (f"**Cost:** {row['wall_s']:.0f} s wall, {row['cpu_s']:.0f} s of CPU time and "
             f"{row['peak_rss_mib']:,.0f} MiB peak memory in a fresh kernel, measured {row['date'][:10]} on "
             f"{result['machine']['cpus_usable']} CPUs ({result['machine']['cpu']}).")
+    root = Path(root) if root is not None else repo_root()
+    path = root / key if root is not None else None
+    if path is not None and path.is_file() and row.get("code_sha256") not in (None, code_digest(path)):
+        line += (" Its code has changed since; `python -m benchmarks.notebooks --only "
+                 f"{key}` measures it again.")
+    return line
