@@ -205,3 +205,13 @@ def test_logging_overhead_is_paired_round_by_round():
     paired = logging_overhead._paired([1.01, 2.02, 1.03], [1.00, 2.00, 1.00])
     assert paired["overhead"] == pytest.approx(0.01)
     assert paired["overhead_q1"] == pytest.approx(0.01) and paired["overhead_q3"] == pytest.approx(0.02)
+
+
+def test_the_committed_notebook_costs_cover_every_notebook_and_each_ran():
+    """The README's table and each chapter's cost line read this file: a notebook missing from it, or one
+    whose measurement failed, would be a chapter without its figures."""
+    rows = {row["notebook"]: row for row in costs.load_results()["notebooks"]["results"]}
+    expected = {str(path.relative_to(bench_notebooks.ROOT)) for path in bench_notebooks.notebooks(())}
+    assert set(rows) == expected
+    assert all(row["ok"] and row["wall_s"] > 0 and row["peak_rss_mib"] > 0 for row in rows.values())
+    assert all(len(row["code_sha256"]) == 16 for row in rows.values())
