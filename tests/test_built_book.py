@@ -109,3 +109,19 @@ def test_chapter_7_shows_every_screenshot_of_the_real_tensorboard(pages):
     for shot in screenshots:
         copy = built[shot.name].resolve()
         assert copy.is_file() and copy.read_bytes() == shot.read_bytes(), f"{shot.name}: not in the built book"
+
+
+def test_each_chapter_page_states_its_measured_cost(pages):
+    """Each chapter's header points to its cost line under the set-up cell: the built page must show the line
+    the committed benchmark result gives (``make book`` executes the cell against the same file)."""
+    from html import unescape
+
+    from utils import costs
+
+    results = costs.load_results()
+    chapters = [path for path in pages if re.fullmatch(r"\d\d_\w+\.ipynb", path.name)]
+    assert len(chapters) >= 10, f"only {len(chapters)} chapter pages"
+    for path in chapters:
+        line = costs.notebook_cost(f"book/{path.stem}", results).removeprefix("**Cost:** ")
+        text = unescape(re.sub(r"<[^>]+>", "", pages[path]))
+        assert f"Cost: {line.split('`')[0]}" in text, f"{path.name}: the page does not show {line!r}"
