@@ -4,9 +4,9 @@ histograms of every parameter at every step; then the write throughput of tensor
 
 The loop: ``utils.loop.train`` on the book's GPT at nanoGPT's CPU recipe (4 layers, 4 heads, 128-dim,
 context 64, batch 12), one thread. Each variant runs in rounds, interleaved (none, default, histograms,
-then histograms, default, none, ...), so that a change in the machine's load hits all of them alike; a variant's overhead is the
-median over rounds of its ratio to the same round without logging. Wall time and the process's CPU time
-(writer threads included) both. The book's default cadence is ``TrainConfig``'s: the scalars of
+then histograms, default, none, ...), so that a change in the machine's load hits all of them alike; a
+variant's overhead is the median over rounds of its ratio to the same round without logging. Wall time and
+the process's CPU time (writer threads included) both. The book's default cadence is ``TrainConfig``'s: the scalars of
 ``hooks.log_step`` at every step, written as one event. Because a 1 % difference is below the noise of a
 shared machine, the cost of that logging is also timed directly: ``hooks.log_step`` alone, called as the
 loop calls it, per step, its writer's final flush included.
@@ -182,8 +182,9 @@ def tables(loop_results: list[dict[str, Any]], direct: dict[str, float], writers
           f"{row['overhead']:+.1%} ({row['overhead_q1']:+.1%} to {row['overhead_q3']:+.1%})",
           f"{row['cpu_ms_per_step']:.1f}", f"{row['cpu_overhead']:+.1%}"] for row in loop_results],
         [f"{args.rounds} rounds of {args.steps} steps per variant, interleaved (the order reversed every other "
-         "round); ms/step: median over rounds; overhead: median over rounds of the ratio to the same round without logging, - 1 (quartiles: the "
-         "noise of a shared machine). CPU: the whole process's, writer threads included.",
+         "round); ms/step: median over rounds; overhead: median over rounds of the ratio to the same round "
+         "without logging, - 1 (quartiles: the noise of a shared machine). CPU: the whole process's, writer "
+         "threads included.",
          f"Timed alone, hooks.log_step (the default cadence's scalars at every step, one event) costs "
          f"{direct['log_step_ms']:.3f} ms wall and {direct['log_step_cpu_ms']:.3f} ms CPU per step = "
          f"{direct['share_of_step']:.2%} and {direct['cpu_share_of_step']:.2%} of the {direct['step_ms']:.1f} ms "

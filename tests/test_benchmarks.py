@@ -97,11 +97,11 @@ def test_table_rejects_a_row_of_the_wrong_width():
 
 
 def test_nanogpt_comparison_takes_the_books_fastest_thread_count():
-    rows = [{"config": train_throughput.REFERENCE, "threads": threads, "tokens_per_s": rate, "mfu": mfu}
-            for threads, rate, mfu in ((1, 9000.0, 0.6), (2, 3000.0, 0.1))]
-    rows.append({"config": "medium", "threads": 1, "tokens_per_s": 1e9, "mfu": 1.0})
+    rows = [{"config": train_throughput.REFERENCE, "threads": threads, "tokens_per_s": rate, "mfu": mfu,
+             "peak_gflops": peak} for threads, rate, mfu, peak in ((1, 9000.0, 0.6, 80.0), (2, 3000.0, 0.1, 130.0))]
+    rows.append({"config": "medium", "threads": 1, "tokens_per_s": 1e9, "mfu": 1.0, "peak_gflops": 80.0})
     comparison = train_throughput.compare_with_nanogpt(rows)
-    assert comparison["book_threads"] == 1
+    assert comparison["book_threads"] == 1 and comparison["book_peak_gflops"] == 80.0
     assert comparison["tokens_per_s_ratio"] == pytest.approx(9000 / train_throughput.NANOGPT_HERE["tokens_per_s"])
     assert train_throughput.compare_with_nanogpt(rows[2:]) is None
 
