@@ -2,6 +2,10 @@
 
 ``seed_everything`` seeds every random number generator a chapter may use; ``check_environment`` prints one
 line per dependency (OK or FAIL, the version found, and what to do when it fails).
+
+Two switches re-run the whole book as another machine would (``python -m benchmarks.robustness`` sets them):
+``BOOK_SEED`` is added to every seed a chapter uses (``book_seed``; unset or 0 = the book as published), and
+``BOOK_THREADS`` replaces the thread count a chapter chooses for torch and TensorFlow (``threads``).
 """
 
 from __future__ import annotations
@@ -16,6 +20,33 @@ from dataclasses import dataclass
 
 import numpy as np
 from packaging.version import Version
+
+
+def _env_int(name: str, minimum: int, meaning: str) -> int | None:
+    """The integer in environment variable ``name``, or ``None`` when unset or empty; a clear error otherwise."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    if value is None or value < minimum:
+        raise ValueError(f"{name}={raw!r} is not allowed: it must be a whole number >= {minimum} ({meaning}). "
+                         f"Unset it to run the book as published.")
+    return value
+
+
+def book_seed(seed: int) -> int:
+    """``seed`` plus the offset in ``$BOOK_SEED`` (0 when unset): every seed a chapter uses goes through this,
+    so that one variable re-runs the book under other seeds (``BOOK_SEED=1 make book``)."""
+    return seed + (_env_int("BOOK_SEED", 0, "an offset added to every seed of the book") or 0)
+
+
+def threads(default: int) -> int:
+    """The CPU threads a chapter gives torch (and TensorFlow): ``$BOOK_THREADS`` when set, else ``default``,
+    the count the chapter chose (the summation order, and so the last bits of every result, depend on it)."""
+    return _env_int("BOOK_THREADS", 1, "the number of CPU threads for torch and TensorFlow") or default
 
 
 def seed_everything(seed: int) -> None:
