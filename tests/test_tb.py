@@ -364,3 +364,25 @@ def test_read_hparams_of_a_run_without_any_is_empty(tmp_path):
     with tb.open_run("ch", "plain", root=tmp_path) as writer:
         writer.add_scalar("a", 1.0, 0)
     assert tb.read_hparams(writer.logdir) == {}
+
+
+def test_a_later_writers_event_file_sorts_after_an_earlier_ones(root, monkeypatch):
+    """TensorBoard's loaders read a run's files in name order: the 10th writer of a process must sort after
+    the 9th even when both open in the same second (a resumed segment read first hides the other)."""
+    import itertools
+
+    from utils.tb import writing
+
+    monkeypatch.setattr(writing, "_writer_serial", itertools.count(9))
+    with tb.open_run("order", "r", root=root) as writer:
+        writer.add_scalar("x", 1.0, 0)
+    with tb.open_run("order", "r", root=root, on_exists="append") as writer:
+        writer.add_scalar("x", 2.0, 1)
+    import re
+
+    # as if both had opened in the same second: the rest of the name alone must give the order
+    names = [re.sub(r"tfevents\.\d+\.", "tfevents.T.", p.name)
+             for p in (root / "order" / "r").glob("events.out.tfevents.*")]
+    serials = [int(name.split(".")[-1]) for name in sorted(names)]
+    assert serials == [9, 10], names
+    assert tb.read_scalars(root / "order" / "r", "x")["value"].tolist() == [1.0, 2.0]

@@ -59,7 +59,7 @@ class RunWriter(SummaryWriter):
         (see ``utils.tb.durable_flush``) and logging goes on in a new event file of the same run, named to
         sort after it. Both TensorBoard loaders read a run's files as one.
         """
-        next_suffix = f"{self._base_suffix}.{self._file_serial + 1:04d}"
+        next_suffix = f"{self._base_suffix}.{self._file_serial + 1:06d}"
         if durable_flush.start_new_event_file(self, next_suffix):
             self._file_serial += 1
 
@@ -158,14 +158,16 @@ def open_run(chapter: str, run: str, *, hparams: Mapping[str, Any] | None = None
         = the first step to be written again) or ``"error"``.
     hparams / hparam_metrics: recorded in this run for the HParams dashboard (see ``add_hparams_here``).
     The event file name carries the process id and a per-process serial number, so two writers that open the
-    same directory within one second (tensorboardX names files by the second) never overwrite each other.
+    same directory within one second (tensorboardX names files by the second) never overwrite each other;
+    both are zero-padded, so that a later writer's file sorts after an earlier one's.
     """
     path = run_path(chapter, run, root).resolve()
     if path in _OPEN_RUN_DIRS:
         raise RunInUseError(f"{path} is already open in this process; close that writer first (leave its "
                             "`with` block) or use another run name")
     _prepare_dir(path, on_exists)
-    suffix = f".{os.getpid()}.{next(_writer_serial)}"
+    # zero-padded: the loaders order a run's files by name, and ".10" would sort before ".9"
+    suffix = f".{os.getpid():07d}.{next(_writer_serial):06d}"
     writer = RunWriter(path, purge_step=purge_step, flush_secs=flush_secs, filename_suffix=suffix,
                        allow_non_finite=allow_non_finite)
     _OPEN_RUN_DIRS.add(path)
