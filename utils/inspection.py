@@ -211,14 +211,16 @@ def _final_metrics(run: Path) -> dict[str, Any]:
 
 def runs_table(*roots: str | Path) -> pd.DataFrame:
     """Every run under each root (any folder that holds event files) as one row: ``run`` (its path below
-    the root, the root's name first), ``chapter`` (its first part), ``hparams`` (a dict), ``best_val_loss``
+    the root, the root's name first, whatever the root is called), ``chapter`` (the first folder below the
+    root, or the root's own name for a run directly in it), ``hparams`` (a dict), ``best_val_loss``
     (NaN without validation), ``steps`` (last step + 1), ``wall_s`` (seconds from its first scalar to its
     last), ``tags`` and ``tensor_scalars`` (True for TF2 runs, whose scalars are stored as tensors)."""
     rows = []
     for root in map(Path, roots):
         for run in list_runs(root):
-            name = "/".join([root.name, *run.relative_to(root).parts])
-            rows.append({"run": name, "chapter": name.split("/")[1] if root.name == "runs" else root.name,
+            parts = run.relative_to(root).parts
+            name = "/".join([root.name, *parts])
+            rows.append({"run": name, "chapter": parts[0] if len(parts) > 1 else root.name,
                          "hparams": read_hparams(run), **_final_metrics(run)})
     columns = ["run", "chapter", "hparams", "best_val_loss", "steps", "wall_s", "tags", "tensor_scalars"]
     return pd.DataFrame(rows, columns=columns)
