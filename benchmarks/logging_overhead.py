@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from benchmarks import record
-from utils import hooks, loop, tb
+from utils import hooks, loop, tb, validate
 from utils.batches import random_windows
 from utils.evaluation import lm_loss
 from utils.gpt import GPT, GPTConfig
@@ -107,7 +107,8 @@ def loop_rows(args: argparse.Namespace, folder: Path) -> tuple[list[dict[str, An
     rows = [{"variant": name, "rounds": len(wall[name]),
              "ms_per_step": float(np.median(wall[name])) * 1e3, **_paired(wall[name], wall["no logging"]),
              "cpu_ms_per_step": float(np.median(cpu[name])) * 1e3,
-             "cpu_overhead": _paired(cpu[name], cpu["no logging"])["overhead"]} for name in VARIANTS]
+             "cpu_overhead": _paired(cpu[name], cpu["no logging"])["overhead"],
+             "step_s_rounds": wall[name], "cpu_s_rounds": cpu[name]} for name in VARIANTS]  # the samples, in order
     direct_wall, direct_cpu = log_step_cost(args.log_step_calls, folder / "direct")
     per_tag_wall, _ = log_step_cost(args.log_step_calls, folder / "direct", one_event=False)
     step_s = float(np.median(wall["no logging"]))
@@ -201,19 +202,21 @@ def tables(loop_results: list[dict[str, Any]], direct: dict[str, float], writers
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per round")
-    parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--log-step-calls", type=int, default=2000)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.logging_overhead",
+                                     description=__doc__.splitlines()[0])
+    at_least_one = validate.whole_number(1)
+    parser.add_argument("--steps", type=at_least_one, default=30, help="timed steps per round")
+    parser.add_argument("--rounds", type=at_least_one, default=15)
+    parser.add_argument("--log-step-calls", type=at_least_one, default=2000)
     parser.add_argument("--writers", default=",".join(WRITERS), help=f"comma-separated, from {WRITERS}")
-    parser.add_argument("--scalars", type=int, default=5000)
-    parser.add_argument("--histograms", type=int, default=100)
-    parser.add_argument("--values", type=int, default=100_000, help="floats per histogram")
-    parser.add_argument("--out-dir", default=None, help="default: benchmarks/results")
+    parser.add_argument("--scalars", type=at_least_one, default=5000)
+    parser.add_argument("--histograms", type=at_least_one, default=100)
+    parser.add_argument("--values", type=at_least_one, default=100_000, help="floats per histogram")
+    parser.add_argument("--out-dir", type=validate.folder_path, default=None, help="default: benchmarks/results")
     args = parser.parse_args(argv)
     unknown = [kind for kind in args.writers.split(",") if kind not in WRITERS]
-    if unknown or args.steps < 1 or args.rounds < 1:
-        parser.error(f"--writers from {WRITERS} (got {unknown}); --steps and --rounds >= 1")
+    if unknown:
+        parser.error(f"argument --writers: unknown writer(s) {unknown}: choose from {', '.join(WRITERS)}")
     return args
 
 

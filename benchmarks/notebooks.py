@@ -28,7 +28,7 @@ import nbformat
 import psutil
 
 from benchmarks import record
-from utils import costs
+from utils import costs, validate
 
 NAME = "notebooks"
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,6 +85,15 @@ def measure(path: Path, timeout: int) -> dict[str, Any]:
     return {"notebook": name, "date": record.now(), "wall_s": time.perf_counter() - start,
             "cpu_s": _children_cpu() - cpu_before, "peak_rss_mib": memory.peak / 2**20,
             "ok": error is None, "error": error, "code_sha256": digest}
+
+
+def unknown_notebooks(only: Sequence[str]) -> str | None:
+    """Why ``--only`` names are not notebooks of the repository, or ``None`` when they all are."""
+    missing = [name for name in only if not (ROOT / name).is_file() or not name.endswith(".ipynb")]
+    if not missing:
+        return None
+    return (f"argument --only: no such notebook {missing}: give paths relative to the repository, e.g. "
+            "book/09_scaling.ipynb")
 
 
 def notebooks(only: Sequence[str]) -> list[Path]:
@@ -144,11 +153,13 @@ def table(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.notebooks", description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", default=[], help="notebooks to measure, relative to the repository")
-    parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
-    parser.add_argument("--out-dir", default=None, help="default: benchmarks/results")
+    parser.add_argument("--timeout", type=validate.whole_number(1), default=900, help="seconds per cell")
+    parser.add_argument("--out-dir", type=validate.folder_path, default=None, help="default: benchmarks/results")
     args = parser.parse_args(argv)
+    if unknown_notebooks(args.only):
+        parser.error(unknown_notebooks(args.only))
     load_start, machine, started = record.load_average(), record.machine(), time.perf_counter()
     rows = merged(run(notebooks(args.only), args.timeout), args.out_dir) if args.only else \
         run(notebooks(()), args.timeout)

@@ -52,22 +52,45 @@ def replace_section(text: str, new_section: str, begin: str = BEGIN, end: str = 
     return f"{head}{begin}\n\n{new_section}\n{end}{tail}"
 
 
+def _checked_results(parser: argparse.ArgumentParser, folder: str) -> list[dict[str, Any]]:
+    """The results in ``--results-dir``; a missing folder or a file that is not a result is refused, so that
+    no README's tables are replaced by "no results yet"."""
+    if not Path(folder).is_dir():
+        parser.error(f"argument --results-dir: {folder!r} is not a folder: give the folder the benchmarks wrote "
+                     "(default benchmarks/results)")
+    try:
+        return load_results(folder)
+    except (ValueError, OSError) as exc:
+        parser.error(f"argument --results-dir: {exc}")
+
+
+def _new_texts(parser: argparse.ArgumentParser, args: argparse.Namespace,
+               results: list[dict[str, Any]]) -> dict[Path, str]:
+    """Every README with its new section, all computed before any is written: one bad README changes none."""
+    texts = {}
+    for flag, path, new_section, markers in (
+            ("--readme", args.readme, section(results), (BEGIN, END)),
+            ("--main-readme", args.main_readme, notebooks_section(results), (NOTEBOOKS_BEGIN, NOTEBOOKS_END))):
+        try:
+            texts[Path(path)] = replace_section(Path(path).read_text(), new_section, *markers)
+        except (ValueError, OSError) as exc:
+            parser.error(f"argument {flag}: {path}: {exc}")
+    return texts
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.splitlines()[0])
     parser.add_argument("--results-dir", default=str(record.RESULTS_DIR))
     parser.add_argument("--readme", default=str(README))
     parser.add_argument("--main-readme", default=str(MAIN_README), help="gets the per-notebook table")
     parser.add_argument("--print", action="store_true", help="print the section, write nothing")
     args = parser.parse_args(argv)
-    results = load_results(args.results_dir)
+    results = _checked_results(parser, args.results_dir)
     if args.print:
         print(section(results))
         return
-    for path, new_section, markers in ((args.readme, section(results), (BEGIN, END)),
-                                       (args.main_readme, notebooks_section(results),
-                                        (NOTEBOOKS_BEGIN, NOTEBOOKS_END))):
-        readme = Path(path)
-        readme.write_text(replace_section(readme.read_text(), new_section, *markers))
+    for readme, text in _new_texts(parser, args, results).items():
+        readme.write_text(text)
         print(f"updated {readme}")
 
 

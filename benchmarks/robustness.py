@@ -136,14 +136,15 @@ def load_record(out_dir: str | Path | None = None) -> dict[str, Any]:
 
 def due(paths: Sequence[Path], earlier: dict[str, Any], everything: bool,
         combinations: Sequence[Combination] = COMBINATIONS) -> list[tuple[Path, Combination]]:
-    """The (notebook, combination) pairs to execute: all, or those whose record is missing, or was made
-    on other code than the notebook's current code."""
+    """The (notebook, combination) pairs to execute: all, or those whose record is missing, failed (a
+    failure may come from the library or the machine's load: it is tried again), or was made on other code
+    than the notebook's current code."""
     jobs = []
     for path in paths:
         entry = earlier["notebooks"].get(str(path.relative_to(ROOT)), {})
         for combination in combinations:
             row = entry.get("runs", {}).get(combination.name)
-            if everything or row is None or row["code_sha256"] != costs.code_digest(path):
+            if everything or row is None or not row["ok"] or row["code_sha256"] != costs.code_digest(path):
                 jobs.append((path, combination))
     return jobs
 
@@ -197,7 +198,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--only", nargs="+", default=[], help="notebooks, relative to the repository")
     parser.add_argument("--all", action="store_true", help="run every pair, not only what changed")
     parser.add_argument("--jobs", type=int, default=1, help="executions at a time (default 1)")
-    parser.add_argument("--timeout", type=int, default=900, help="seconds per cell")
+    parser.add_argument("--timeout", type=int, default=1800,
+                        help="seconds per cell (default 1800: two executions at a time share the cores)")
     parser.add_argument("--keep-runs", default=None, help="keep each combination's runs in DIR/<combination>")
     parser.add_argument("--out-dir", default=None, help="default: benchmarks/results")
     args = parser.parse_args(argv)
@@ -205,6 +207,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         parser.error(f"--jobs {args.jobs}: give at least 1")
     if args.timeout < 1:
         parser.error(f"--timeout {args.timeout}: give a number of seconds >= 1")
+    if bench_notebooks.unknown_notebooks(args.only):
+        parser.error(bench_notebooks.unknown_notebooks(args.only))
+    for flag, folder in (("--keep-runs", args.keep_runs), ("--out-dir", args.out_dir)):
+        if folder and Path(folder).is_file():
+            parser.error(f"argument {flag}: {folder!r} is a file: give a folder (created when missing)")
     load_start, machine, started = record.load_average(), record.machine(), time.perf_counter()
     rec = load_record(args.out_dir)
     jobs = due(bench_notebooks.notebooks(args.only), rec, args.all)

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from benchmarks import record
-from utils import distributed, loop, memory
+from utils import distributed, loop, memory, validate
 from utils.evaluation import lm_loss
 from utils.gpt import GPT, GPTConfig
 from utils.optim import make_adamw
@@ -104,15 +104,16 @@ def tables(rows: list[dict[str, Any]], memory_rows: list[dict[str, Any]]) -> lis
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.scaling", description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="nanogpt-cpu", help=f"comma-separated, from {list(CONFIGS)}")
     parser.add_argument("--memory-configs", default="nanogpt-cpu,small")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--out-dir", default=None, help="default: benchmarks/results")
+    parser.add_argument("--steps", type=validate.whole_number(2), default=30, help=">= 2: the first is not timed")
+    parser.add_argument("--out-dir", type=validate.folder_path, default=None, help="default: benchmarks/results")
     args = parser.parse_args(argv)
-    names = args.configs.split(",") + args.memory_configs.split(",")
-    if any(name not in CONFIGS for name in names) or args.steps < 2:
-        parser.error(f"configurations from {list(CONFIGS)}; --steps >= 2 (the first is not timed)")
+    for flag, names in (("--configs", args.configs), ("--memory-configs", args.memory_configs)):
+        unknown = [name for name in names.split(",") if name not in CONFIGS]
+        if unknown:
+            parser.error(f"argument {flag}: unknown configuration(s) {unknown}: choose from {', '.join(CONFIGS)}")
     load_start, machine, started = record.load_average(), record.machine(), time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
         rows = [throughput(name, ranks, threads, args.steps, Path(folder))

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from benchmarks import record
-from utils import loop, perf
+from utils import loop, perf, validate
 from utils.batches import random_windows
 from utils.evaluation import lm_loss
 from utils.gpt import GPTConfig, flops_per_token, parameter_count_formula
@@ -123,7 +123,7 @@ def time_steps(config: BenchConfig, train_ids: torch.Tensor, warmup: int, steps:
         if len(times) >= 3 and sum(times) >= max_seconds:
             break
     return {"step_s_median": record.median(times), "step_s_min": min(times), "steps_timed": len(times),
-            "steps_warmup": warmup, "last_loss": loss}
+            "steps_warmup": warmup, "last_loss": loss, "step_s_samples": times}
 
 
 def matmul_peak(threads: int, size: int) -> float:
@@ -254,24 +254,25 @@ def profile_table(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.train_throughput",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default=",".join(DEFAULT_CONFIGS),
                         help=f"comma-separated, from {', '.join(CONFIGS)}")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps before timing")
-    parser.add_argument("--steps", type=int, default=60, help="timed steps at most")
-    parser.add_argument("--max-seconds", type=float, default=12.0,
+    parser.add_argument("--threads", type=validate.whole_number(1), nargs="+", default=[1, 2],
+                        help="torch thread counts")
+    parser.add_argument("--warmup", type=validate.whole_number(0), default=5, help="untimed steps before timing")
+    parser.add_argument("--steps", type=validate.whole_number(1), default=60, help="timed steps at most")
+    parser.add_argument("--max-seconds", type=validate.decimal(0, above=True), default=12.0,
                         help="stop timing a configuration once its timed steps took this long (>= 3 steps)")
-    parser.add_argument("--profile-steps", type=int, default=5, help="0: no profile")
-    parser.add_argument("--profile-threads", type=int, default=1)
-    parser.add_argument("--peak-size", type=int, default=1024, help="n of the n x n matmul peak")
-    parser.add_argument("--out-dir", default=None, help="default: benchmarks/results")
+    parser.add_argument("--profile-steps", type=validate.whole_number(0), default=5, help="0: no profile")
+    parser.add_argument("--profile-threads", type=validate.whole_number(1), default=1)
+    parser.add_argument("--peak-size", type=validate.whole_number(1), default=1024,
+                        help="n of the n x n matmul peak")
+    parser.add_argument("--out-dir", type=validate.folder_path, default=None, help="default: benchmarks/results")
     args = parser.parse_args(argv)
     unknown = [name for name in args.configs.split(",") if name not in CONFIGS]
     if unknown:
-        parser.error(f"unknown configuration(s) {unknown}: choose from {', '.join(CONFIGS)}")
-    if args.steps < 1 or args.warmup < 0 or min(args.threads) < 1:
-        parser.error("--steps and --threads must be >= 1 and --warmup >= 0")
+        parser.error(f"argument --configs: unknown configuration(s) {unknown}: choose from {', '.join(CONFIGS)}")
     return args
 
 

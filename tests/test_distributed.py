@@ -76,7 +76,8 @@ def test_shards_are_disjoint_equal_and_cover_the_batch():
 
 
 def test_command_line_round_trips_the_config():
-    config = distributed.DistConfig(steps=7, mode="fsdp", log_run="a/b", resume=True, lr=0.5)
+    config = distributed.DistConfig(steps=7, mode="by-hand", log_run="a/b", resume=True, checkpoint_dir="c",
+                                    lr=0.5)
     parsed, backend = distributed._arguments(distributed.config_arguments(config))
     assert parsed == config and backend == "gloo"
     command = distributed.launch_command(2, config, port=1234)
@@ -84,12 +85,14 @@ def test_command_line_round_trips_the_config():
 
 
 def test_bad_settings_say_what_to_do():
-    with pytest.raises(ValueError, match="mode must be one of"):
-        distributed._check(distributed.DistConfig(mode="zero"))
+    with pytest.raises(ValueError, match="mode='zero' is not allowed: choose one of 'ddp'"):
+        distributed.DistConfig(mode="zero")
     with pytest.raises(ValueError, match="sharded ones"):
-        distributed._check(distributed.DistConfig(mode="fsdp", checkpoint_every=2, checkpoint_dir="x"))
+        distributed.DistConfig(mode="fsdp", checkpoint_every=2, checkpoint_dir="x")
     with pytest.raises(ValueError, match="--checkpoint-dir"):
-        distributed._check(distributed.DistConfig(checkpoint_every=2))
+        distributed.DistConfig(checkpoint_every=2)
+    with pytest.raises(ValueError, match="n_head=3 is not allowed with n_embd=64"):
+        distributed.DistConfig(n_head=3)
 
 
 def test_one_process_needs_no_process_group():

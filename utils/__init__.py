@@ -38,6 +38,7 @@ The book itself
     ``env``: seeding, the environment check, and what a notebook cost.
     ``costs``: the benchmarks' latest results as Markdown, and each notebook's measured cost.
     ``paths``: where the repository, ``runs/`` and ``checkpoints/`` are.
+    ``validate``: checks of settings and command-line values whose errors name the setting, value and bounds.
     ``notebooks``: the notebook conventions, as commands (strip, bootstrap cell, student copies).
     ``checks``: the labs' checkers.
 """

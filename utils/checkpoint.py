@@ -6,7 +6,8 @@ flushes it to disk, then renames it over the target with ``os.replace``: a proce
 the previous checkpoint untouched. ``load_checkpoint`` reads with ``torch.load(weights_only=True)`` (no
 arbitrary code runs from a file), so everything saved is tensors, numbers, strings, lists and dicts only.
 A missing or unreadable file raises ``CheckpointNotFoundError`` / ``CheckpointCorruptError`` naming the path
-and what to do.
+and what to do; a file of a newer format ``CheckpointFormatError``; one written for another model or with
+other settings ``CheckpointMismatchError`` (``check_same``, and ``load_checkpoint`` on a shape mismatch).
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 class CheckpointCorruptError(CheckpointError):
     """The file exists but is not a readable checkpoint (truncated, overwritten, or not one of ours)."""
+
+
+class CheckpointFormatError(CheckpointError):
+    """The file was written in a newer checkpoint format than this code reads."""
+
+
+class CheckpointMismatchError(CheckpointError, ValueError):
+    """The checkpoint is readable but belongs to another run: another model's shape, other settings."""
 
 
 # --------------------------------------------------------------------------------------------- RNG state
@@ -143,6 +152,12 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointCorruptError(f"{path} is a torch file but not a training checkpoint (expected a dict with "
                                      f"'model' and 'step', found {type(state).__name__}"
                                      f"{' with keys ' + str(sorted(state)) if isinstance(state, dict) else ''})")
+    version = state.get("format_version", 1)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointFormatError(
+            f"{path} has checkpoint format {version!r}, newer than the {FORMAT_VERSION} this code reads: it was "
+            "written by a newer version of the book. Update the repository (git pull) to resume from it, or "
+            "start afresh without it.")
     return state
 
 
@@ -153,6 +168,7 @@ def load_checkpoint(path: str | Path, *, model: torch.nn.Module | None = None,
     (``step``, ``extra``, ...). Objects passed as ``None`` are left alone."""
     state = read_checkpoint(path)
     if model is not None:
+        check_model_fits(path, state, model)
         model.load_state_dict(state["model"])
     if optimizer is not None:
         if "optimizer" not in state:
@@ -164,6 +180,46 @@ def load_checkpoint(path: str | Path, *, model: torch.nn.Module | None = None,
     if restore_rng and "rng" in state:
         set_rng_state(state["rng"])
     return state
+
+
+# --------------------------------------------------------------------------------------------- does it fit?
+
+_START_AFRESH = "Resume with the settings it was written with, or start afresh (with another checkpoint folder)."
+
+
+def _short(value: Any, limit: int = 48) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+def check_same(path: str | Path, what: str, saved: Any, current: Any, remedy: str = _START_AFRESH) -> None:
+    """Raise ``CheckpointMismatchError`` when the ``what`` (e.g. "model settings", "tokenizer") recorded in
+    checkpoint ``path`` differs from this run's, naming each differing field with both values."""
+    if saved == current:
+        return
+    if isinstance(saved, dict) and isinstance(current, dict):
+        differ = [f"{key} {_short(saved.get(key))} there, {_short(current.get(key))} here"
+                  for key in sorted({*saved, *current}) if saved.get(key) != current.get(key)]
+    else:
+        differ = [f"{_short(saved)} there, {_short(current)} here"]
+    raise CheckpointMismatchError(f"{path} was written with another {what} ({'; '.join(differ)}): this run "
+                                  f"cannot continue from it. {remedy}")
+
+
+def check_model_fits(path: str | Path, state: dict[str, Any], model: torch.nn.Module,
+                     remedy: str = _START_AFRESH) -> None:
+    """Raise ``CheckpointMismatchError`` when the weights in ``state`` do not fit ``model``: a parameter
+    missing on either side, or of another shape (``load_state_dict`` would fail with a long error)."""
+    saved = {name: tuple(t.shape) for name, t in state["model"].items() if torch.is_tensor(t)}
+    here = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    problems = [f"{name} is {saved[name]} there, {here[name]} here"
+                for name in here if name in saved and saved[name] != here[name]]
+    problems += [f"{name} is missing there" for name in here if name not in saved]
+    problems += [f"{name} is not in this model" for name in saved if name not in here]
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise CheckpointMismatchError(f"{path} holds the weights of another model: {'; '.join(problems[:3])}"
+                                      f"{more}. {remedy}")
 
 
 # --------------------------------------------------------------------------------------------- a folder of them

@@ -31,8 +31,12 @@ def load_results(folder: str | Path | None = None) -> dict[str, dict[str, Any]]:
     folder = Path(folder) if folder is not None else results_dir()
     results = {}
     for path in sorted(folder.glob("*.json")) if folder is not None and folder.is_dir() else []:
-        result = json.loads(path.read_text())
-        missing = [key for key in REQUIRED_KEYS if key not in result]
+        try:
+            result = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path} is not JSON ({exc}): it was not written by a benchmark, or was cut short "
+                             "(delete it or rerun its benchmark)") from None
+        missing = [key for key in REQUIRED_KEYS if not isinstance(result, dict) or key not in result]
         if missing:
             raise ValueError(f"{path} lacks {missing}: it was not written by a benchmark (delete it or rerun it)")
         results[result["benchmark"]] = result

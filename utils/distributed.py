@@ -46,7 +46,7 @@ import torch
 import torch.distributed as dist
 
 from utils import checkpoint as ckpt
-from utils import hooks, loop
+from utils import hooks, loop, validate
 from utils.batches import random_windows, to_device
 from utils.evaluation import lm_loss
 from utils.gpt import GPT, GPTConfig
@@ -80,6 +80,30 @@ class DistConfig:
     flush_every_step: bool = False  # put each step on disk at once (for a test that kills the run)
     weights_out: str = ""
     summary_out: str = ""
+
+    def __post_init__(self) -> None:
+        for name, minimum in {"steps": 1, "global_batch": 1, "warmup_steps": 0, "seed": 0,
+                              "checkpoint_every": 0}.items():
+            validate.check_whole(name, getattr(self, name), minimum)
+        validate.check_number("lr", self.lr, 0.0, above=True)
+        validate.check_number("grad_clip", self.grad_clip, 0.0, above=True)
+        validate.check_choice("mode", self.mode, MODES)
+        validate.check_choice("device", self.device, ("cpu", "cuda"))  # cuda: each rank takes GPU LOCAL_RANK
+        self.gpt(vocab_size=1)  # block_size, n_layer, n_head, n_embd: GPTConfig's own checks
+        if self.warmup_steps > self.steps:
+            raise ValueError(f"warmup_steps={self.warmup_steps} is more than steps={self.steps}: the warm-up "
+                             "must end by the last update; shorten the warm-up or train for more steps")
+        for name in ("log_run", "every_rank_run"):
+            value = getattr(self, name)
+            if value and (value.count("/") != 1 or not all(value.split("/"))):
+                raise ValueError(f"{name}={value!r} is not allowed: give '<chapter>/<run>', e.g. 'ch09/ddp' "
+                                 "(or '' for no log)")
+        if self.mode == "fsdp" and (self.checkpoint_every or self.resume):
+            raise ValueError("this script saves whole-model checkpoints; an FSDP run would need sharded ones "
+                             "(torch.distributed.checkpoint): run mode='fsdp' without checkpoint_every and resume")
+        if (self.checkpoint_every or self.resume) and not self.checkpoint_dir:
+            what = f"checkpoint_every={self.checkpoint_every}" if self.checkpoint_every else "resume"
+            raise ValueError(f"{what} needs checkpoint_dir (--checkpoint-dir): say where the checkpoints go")
 
     def gpt(self, vocab_size: int) -> GPTConfig:
         return GPTConfig(vocab_size=vocab_size, block_size=self.block_size, n_layer=self.n_layer,
@@ -174,14 +198,36 @@ def _build(config: DistConfig, vocab_size: int, device: torch.device):
 
 
 def _resume_point(config: DistConfig) -> str | None:
-    """Rank 0 picks the newest readable checkpoint and tells every rank, so that all load the same file."""
+    """Rank 0 picks the newest readable checkpoint and tells every rank, so that all load the same file; none
+    is an error (starting afresh would replace the run's log)."""
     if not config.resume:
         return None
     rank, world_size = world()
     choice = [str(ckpt.latest_checkpoint(config.checkpoint_dir) or "") if rank == 0 else ""]
     if world_size > 1:
         dist.broadcast_object_list(choice, src=0)
-    return choice[0] or None
+    if not choice[0]:
+        raise ckpt.CheckpointNotFoundError(f"resume: no readable checkpoint in {config.checkpoint_dir}: run "
+                                           "without --resume to start afresh")
+    return choice[0]
+
+
+#: The settings that decide the model's shape: a checkpoint with others cannot be resumed.
+MODEL_FIELDS = ("block_size", "n_layer", "n_head", "n_embd")
+_REMEDY = ("Resume with the settings it was written with, or start afresh: without --resume, or with another "
+           "--checkpoint-dir.")
+
+
+def _load_resume(config: DistConfig, path: str, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> int:
+    """Load the checkpoint every rank resumes from, once it is known to be this run's; return its step."""
+    state = ckpt.read_checkpoint(path)
+    saved = state.get("extra", {}).get("distributed")
+    if saved is not None:
+        ckpt.check_same(path, "model", {k: saved.get(k) for k in MODEL_FIELDS},
+                        {k: getattr(config, k) for k in MODEL_FIELDS}, _REMEDY)
+    ckpt.check_model_fits(path, state, model, _REMEDY)
+    return int(ckpt.load_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler,
+                                    restore_rng=False)["step"])
 
 
 def _writers(config: DistConfig, stack: contextlib.ExitStack, resume_from: str | None):
@@ -240,32 +286,18 @@ def _log(writer: Any, every: Any, step: int, loss: float, stats: loop.StepStats,
         every.add_scalar("train/loss", stats.loss, step)
 
 
-def _check(config: DistConfig) -> None:
-    if config.mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {config.mode!r}")
-    if config.device not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda' (each rank takes GPU LOCAL_RANK), got {config.device!r}")
-    if config.mode == "fsdp" and (config.checkpoint_every or config.resume):
-        raise ValueError("this script saves whole-model checkpoints; an FSDP run would need sharded ones "
-                         "(torch.distributed.checkpoint): run --mode fsdp without checkpoints")
-    if (config.checkpoint_every or config.resume) and not config.checkpoint_dir:
-        raise ValueError("checkpoints need --checkpoint-dir: say where they go")
-
-
 def train_distributed(config: DistConfig) -> dict[str, Any]:
     """Train as this rank; return (on every rank) a summary: losses, throughput, what each rank holds."""
     from utils.pretrain import shakespeare_data
 
-    _check(config)
     rank, world_size = world()
     tokenizer, train_ids, _ = shakespeare_data()
     device = rank_device(config)
     model, wrapped, optimizer, scheduler = _build(config, tokenizer.vocab_size, device)
     resume_from = _resume_point(config)
     start = 0
-    if resume_from is not None:  # every rank loads the file rank 0 saved
-        start = int(ckpt.load_checkpoint(resume_from, model=model, optimizer=optimizer, scheduler=scheduler,
-                                         restore_rng=False)["step"])
+    if resume_from is not None:  # every rank loads the file rank 0 saved, before any log is opened
+        start = _load_resume(config, resume_from, model, optimizer, scheduler)
     batch_fn = random_windows(train_ids, config.block_size, config.global_batch, config.seed)
     losses, rates, started = {}, [], time.perf_counter()
     with contextlib.ExitStack() as stack:
@@ -300,7 +332,7 @@ def _summary(config: DistConfig, model: torch.nn.Module, optimizer: torch.optim.
              losses: dict[int, float], rates: list[float], start: int) -> dict[str, Any]:
     rank, world_size = world()
     states = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v) and v.ndim > 0]
-    held = [(_local_count(model.parameters()), _local_count(states))]
+    held = [(_local_count(model.parameters()), _local_count(states), os.getpid())]
     if world_size > 1:
         gathered: list[Any] = [None] * world_size
         dist.all_gather_object(gathered, held[0])
@@ -314,7 +346,8 @@ def _summary(config: DistConfig, model: torch.nn.Module, optimizer: torch.optim.
             "losses": {str(k): v for k, v in losses.items()},
             "tokens_per_s": float(torch.tensor(timed).median()) if timed else 0.0,
             "parameters": sum(t.numel() for t in full.values() if t is not full["lm_head.weight"]),
-            "parameters_per_rank": [p for p, _ in held], "optimizer_values_per_rank": [o for _, o in held]}
+            "parameters_per_rank": [p for p, _, _ in held], "optimizer_values_per_rank": [o for _, o, _ in held],
+            "pid_per_rank": [pid for _, _, pid in held]}  # which process wrote which event file
 
 
 # --------------------------------------------------------------------------------------------- launching
@@ -380,7 +413,7 @@ def kill_launch(process: subprocess.Popen) -> None:
 
 
 def _arguments(argv: Sequence[str] | None) -> tuple[DistConfig, str]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m utils.distributed", description=__doc__.splitlines()[0])
     for name, value in asdict(DistConfig()).items():
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool):
@@ -390,7 +423,29 @@ def _arguments(argv: Sequence[str] | None) -> tuple[DistConfig, str]:
     parser.add_argument("--backend", default=None, help="default: gloo on the CPU, nccl with --device cuda")
     args = vars(parser.parse_args(argv))
     backend = args.pop("backend") or ("nccl" if args["device"] == "cuda" else "gloo")
-    return DistConfig(**args), backend
+    try:
+        config = DistConfig(**args)
+    except ValueError as exc:
+        parser.error(validate.as_flags(str(exc), args))
+    _check_surroundings(parser, config)
+    return config, backend
+
+
+def _check_surroundings(parser: argparse.ArgumentParser, config: DistConfig) -> None:
+    """What the settings alone cannot tell: the ranks torchrun started, the folders written to."""
+    ranks = os.environ.get("WORLD_SIZE", "1")
+    if ranks.isdigit() and int(ranks) > 1 and config.global_batch % int(ranks):
+        parser.error(f"argument --global-batch: {config.global_batch} rows do not split evenly over the "
+                     f"{ranks} ranks torchrun started (WORLD_SIZE={ranks}): give a multiple of {ranks}")
+    if config.checkpoint_dir and Path(config.checkpoint_dir).is_file():
+        parser.error(f"argument --checkpoint-dir: {config.checkpoint_dir!r} is a file: give a folder")
+    if config.log_run or config.every_rank_run:
+        from utils.paths import runs_dir
+
+        try:
+            runs_dir()
+        except ValueError as exc:
+            parser.error(str(exc))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -403,6 +458,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         if world()[0] == 0 and config.summary_out:
             Path(config.summary_out).parent.mkdir(parents=True, exist_ok=True)
             Path(config.summary_out).write_text(json.dumps(summary, indent=1))
+    except ckpt.CheckpointError as exc:  # a file handed in that cannot be resumed: no traceback, exit 2
+        print(f"python -m utils.distributed: error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     finally:
         if launched:
             dist.destroy_process_group()

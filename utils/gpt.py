@@ -27,6 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from utils import validate
+
 
 @dataclass
 class GPTConfig:
@@ -41,8 +43,14 @@ class GPTConfig:
     bias: bool = True  # biases in Linear layers and LayerNorms
 
     def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            validate.check_whole(name, getattr(self, name), 1)
+        validate.check_number("dropout", self.dropout, 0.0, below=1.0)
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+            divisors = [h for h in range(1, min(self.n_embd, 64) + 1) if self.n_embd % h == 0]
+            raise ValueError(f"n_head={self.n_head} is not allowed with n_embd={self.n_embd}: n_embd must be "
+                             f"divisible by n_head (each head gets n_embd / n_head channels); choose n_head "
+                             f"from {divisors}")
 
 
 class CausalSelfAttention(nn.Module):

@@ -44,7 +44,7 @@ from typing import Any
 import torch
 
 from utils import checkpoint as ckpt
-from utils import hooks, perf
+from utils import hooks, perf, validate
 from utils.batches import batch_count, to_device
 from utils.evaluation import classification_loss
 from utils.optim import make_scheduler
@@ -82,6 +82,42 @@ class TrainConfig:
     stop_after: int | None = None  # end after this many updates, as if interrupted (to demonstrate resume)
     progress: bool = True  # a tqdm bar
     desc: str = "train"
+
+    def __post_init__(self) -> None:
+        for name, minimum in _WHOLE_MINIMUMS.items():
+            validate.check_whole(name, getattr(self, name), minimum,
+                           optional=name in ("early_stopping_patience", "stop_after"))
+        validate.check_number("lr", self.lr, 0.0)
+        validate.check_number("min_lr", self.min_lr, 0.0)
+        validate.check_number("grad_clip", self.grad_clip, 0.0, above=True, optional=True)
+        validate.check_choice("autocast", self.autocast, ("off", "bf16", "auto"))
+        validate.check_choice("units", self.units, ("examples", "tokens"))
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr={self.min_lr:g} is above lr={self.lr:g}: the cosine would climb instead "
+                             "of decaying; give a floor min_lr <= lr (min_lr = lr: a constant rate)")
+        if self.warmup_steps > self.max_steps:
+            raise ValueError(f"warmup_steps={self.warmup_steps} is more than max_steps={self.max_steps}: the "
+                             "warm-up must end by the last update; lower warmup_steps or raise max_steps")
+        if self.checkpoint_every and not self.checkpoint_dir:
+            raise ValueError(f"checkpoint_every={self.checkpoint_every} needs checkpoint_dir: say where the "
+                             "checkpoints go")
+        _check_device_name(self.device)
+
+
+#: The whole-number settings of ``TrainConfig`` and their smallest allowed value (0 = never, for ``*_every``).
+_WHOLE_MINIMUMS = {"max_steps": 1, "warmup_steps": 0, "grad_accum_steps": 1, "log_every": 0, "eval_every": 0,
+                   "histogram_every": 0, "update_ratio_every": 0, "sample_every": 0, "checkpoint_every": 0,
+                   "keep_checkpoints": 1, "early_stopping_patience": 1, "stop_after": 1}
+
+
+def _check_device_name(name: str) -> None:
+    """A name ``torch.device`` parses, or "auto"; whether the device is present is checked when training."""
+    if name == "auto":
+        return
+    try:
+        torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={name!r} is not a device: use 'cpu', 'cuda', 'cuda:1', 'mps' or 'auto'") from None
 
 
 @dataclass
@@ -278,11 +314,7 @@ class _Run:
 
 def _prepare(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig,
              resume_from: str | Path | None) -> _Run:
-    """Check the config, move the model to its device, build the scheduler, restore a checkpoint."""
-    if config.grad_accum_steps < 1:
-        raise ValueError(f"grad_accum_steps must be >= 1, got {config.grad_accum_steps}")
-    if config.checkpoint_every and not config.checkpoint_dir:
-        raise ValueError("checkpoint_every needs checkpoint_dir: say where the checkpoints go")
+    """Move the model to its device, build the scheduler, restore a checkpoint (the config checked itself)."""
     device = resolve_device(config.device)
     model.to(device)  # in place: the optimizer keeps the same parameter objects
     autocast = autocast_context(config.autocast, device)

@@ -29,13 +29,24 @@ def _base() -> Path:
     return repo_root() or Path.cwd()
 
 
+def _override(variable: str) -> Path | None:
+    """The folder in environment variable ``variable``, or ``None`` when unset or empty; a ``ValueError``
+    naming the variable when it points at something that is not a folder."""
+    raw = os.environ.get(variable, "").strip()
+    if not raw:
+        return None
+    path = Path(raw).expanduser().resolve()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{variable}={raw!r} is not allowed: it points at a file, not a folder. Point it at a "
+                         "folder (created when missing), or unset it to use the repository's own.")
+    return path
+
+
 def runs_dir() -> Path:
     """The root of all TensorBoard logs: ``$BOOK_RUNS_DIR``, else ``<repo>/runs``. Not created here."""
-    override = os.environ.get("BOOK_RUNS_DIR")
-    return Path(override).expanduser().resolve() if override else _base() / "runs"
+    return _override("BOOK_RUNS_DIR") or _base() / "runs"
 
 
 def checkpoints_dir() -> Path:
     """The folder for model checkpoints: ``$BOOK_CHECKPOINTS_DIR``, else ``<repo>/checkpoints``. Not created."""
-    override = os.environ.get("BOOK_CHECKPOINTS_DIR")
-    return Path(override).expanduser().resolve() if override else _base() / "checkpoints"
+    return _override("BOOK_CHECKPOINTS_DIR") or _base() / "checkpoints"

@@ -23,11 +23,11 @@ from typing import Any
 import torch
 
 from utils import checkpoint as ckpt
-from utils import perf
+from utils import perf, validate
 from utils.batches import fixed_windows, random_windows
 from utils.evaluation import evaluate, lm_loss
 from utils.gpt import GPT, GPTConfig, flops_per_token
-from utils.integrity import sha256_file
+from utils.integrity import IntegrityError, sha256_file
 from utils.loop import (
     TrainConfig,
     TrainResult,
@@ -62,6 +62,15 @@ class PretrainSetup:
     weight_decay: float = 0.1
     eval_batches: int = 40  # fixed validation batches of batch_size x block_size tokens
     seed: int = 1337
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, GPTConfig) or not isinstance(self.training, TrainConfig):
+            raise ValueError("PretrainSetup takes model=GPTConfig(...) and training=TrainConfig(...), got "
+                             f"{type(self.model).__name__} and {type(self.training).__name__}")
+        validate.check_whole("batch_size", self.batch_size, 1)
+        validate.check_whole("eval_batches", self.eval_batches, 1)
+        validate.check_whole("seed", self.seed, 0)
+        validate.check_number("weight_decay", self.weight_decay, 0.0)
 
     def with_training(self, **changes: Any) -> PretrainSetup:
         """A copy with some ``TrainConfig`` fields changed, e.g. ``setup.with_training(max_steps=500)``."""
@@ -166,39 +175,107 @@ def export_weights(path: str | Path, model: GPT, tokenizer: Any, setup: Pretrain
     return digest
 
 
-def _arguments(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m utils.pretrain", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="the weights file to write (.safetensors)")
-    parser.add_argument("--steps", type=int, default=PretrainSetup().training.max_steps)
+    parser.add_argument("--steps", type=validate.whole_number(1), default=PretrainSetup().training.max_steps)
     parser.add_argument("--checkpoint-dir", default=None,
                         help="full checkpoints (default: checkpoints/pretrain_<name of out>)")
-    parser.add_argument("--checkpoint-every", type=int, default=250)
+    parser.add_argument("--checkpoint-every", type=validate.whole_number(0), default=250, help="0: never")
     parser.add_argument("--resume", action="store_true", help="continue from the newest full checkpoint")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--threads", type=validate.whole_number(0), default=0,
+                        help="torch threads (0 = torch's default)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
-    return parser.parse_args(argv)
+    return parser
+
+
+def _checked_out(parser: argparse.ArgumentParser, out: str) -> Path:
+    """``--out`` as an absolute path: a .safetensors file in a folder that exists."""
+    path = Path(out).expanduser().resolve()
+    if path.suffix != ".safetensors":
+        parser.error(f"argument --out: {out!r} is not allowed: give a file name ending in .safetensors "
+                     "(the weights are written in that format)")
+    if path.is_dir():
+        parser.error(f"argument --out: {out!r} is a folder: give the weights file to write in it, e.g. "
+                     f"{path / 'gpt.safetensors'}")
+    if not path.parent.is_dir():
+        parser.error(f"argument --out: the folder {path.parent} does not exist: create it first (the weights, "
+                     "their .sha256 and the run's log go there)")
+    return path
+
+
+def _checked_setup(parser: argparse.ArgumentParser, args: argparse.Namespace, out: Path) -> PretrainSetup:
+    """The run's settings from the flags; ``BOOK_CHECKPOINTS_DIR`` and the device checked too."""
+    try:
+        folder = Path(args.checkpoint_dir) if args.checkpoint_dir else checkpoints_dir() / f"pretrain_{out.stem}"
+        if folder.exists() and not folder.is_dir():
+            raise ValueError(f"checkpoint folder {folder} is a file: pass --checkpoint-dir a folder")
+        setup = PretrainSetup().with_training(
+            max_steps=args.steps, warmup_steps=min(PretrainSetup().training.warmup_steps, args.steps // 10),
+            checkpoint_every=args.checkpoint_every, checkpoint_dir=str(folder), device=args.device,
+            progress=False)
+        resolve_device(setup.training.device)  # a GPU asked for must be present
+    except ValueError as exc:
+        parser.error(validate.as_flags(str(exc), ["device"]))
+    return setup
+
+
+def _checked_resume(parser: argparse.ArgumentParser, args: argparse.Namespace, setup: PretrainSetup,
+                    tokenizer: Any) -> Path | None:
+    """With ``--resume``, the newest readable checkpoint, refused unless it is this run's: the same model and
+    tokenizer, and fewer steps done than ``--steps``. Checked before anything is written."""
+    if not args.resume:
+        return None
+    folder = Path(setup.training.checkpoint_dir)
+    remedy = ("Resume with the settings it was written with, or start afresh: without --resume, or with "
+              "another --checkpoint-dir.")
+    try:
+        path = ckpt.latest_checkpoint(folder)
+        if path is None:
+            found = [p.name for p in ckpt.list_checkpoints(folder)]
+            parser.error(f"--resume: no readable checkpoint in {folder}"
+                         + (f" ({found} cannot be read)" if found else "")
+                         + ": run without --resume to start afresh")
+        state = ckpt.read_checkpoint(path)
+        extra = state.get("extra", {})
+        if "setup" not in extra or "tokenizer" not in extra:
+            raise ckpt.CheckpointMismatchError(f"{path} was not written by utils.pretrain: it records no setup "
+                                               f"and tokenizer. {remedy}")
+        ckpt.check_same(path, "model", extra["setup"].get("model"), dataclasses.asdict(setup.model), remedy)
+        ckpt.check_same(path, "tokenizer", extra["tokenizer"], tokenizer.to_dict(), remedy)
+    except ckpt.CheckpointError as exc:
+        parser.error(str(exc))
+    if state["step"] >= args.steps:
+        parser.error(f"argument --steps: {path} is at step {state['step']} already, the end of a run of "
+                     f"{args.steps} steps: nothing to resume; give --steps above {state['step']} to train on")
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _arguments(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    out = _checked_out(parser, args.out)
+    setup = _checked_setup(parser, args, out)
+    try:
+        data = shakespeare_data()
+    except (IntegrityError, FileNotFoundError) as exc:
+        parser.error(str(exc))
+    resume_from = _checked_resume(parser, args, setup, data[0])
     if args.threads:
         torch.set_num_threads(args.threads)
-    out = Path(args.out).resolve()
-    folder = Path(args.checkpoint_dir) if args.checkpoint_dir else checkpoints_dir() / f"pretrain_{out.stem}"
-    setup = PretrainSetup().with_training(
-        max_steps=args.steps, warmup_steps=min(PretrainSetup().training.warmup_steps, args.steps // 10),
-        checkpoint_every=args.checkpoint_every, checkpoint_dir=str(folder), device=args.device, progress=False)
-    resume_from = ckpt.latest_checkpoint(folder) if args.resume else None
-    if resume_from is not None and ckpt.read_checkpoint(resume_from)["step"] >= args.steps:
-        raise SystemExit(f"{resume_from} ends a finished run of {args.steps} steps: nothing to resume")
-    if not args.resume:
-        for old in ckpt.list_checkpoints(folder):
+    if not args.resume:  # a fresh run: an earlier run's checkpoints must not be resumed later
+        for old in ckpt.list_checkpoints(setup.training.checkpoint_dir):
             old.unlink()
+    _run(out, setup, data, resume_from)
+
+
+def _run(out: Path, setup: PretrainSetup, data: tuple, resume_from: Path | None) -> None:
+    """Train (or resume), log beside ``out``, export the weights to ``out``."""
     start = time.perf_counter()
     print(f"pretraining -> {out}" + (f" (resuming from {resume_from})" if resume_from else ""), flush=True)
     with open_segment(f"{out.stem}_run", "pretrain", resume_from=resume_from, root=out.parent,
                       hparams=_flat(setup.to_dict()), hparam_metrics=["hparam/val_loss"]) as writer:
-        model, tokenizer, result = pretrain(setup, writer=writer, resume_from=resume_from)
+        model, tokenizer, result = pretrain(setup, writer=writer, resume_from=resume_from, data=data)
         val_loss = result.eval_metrics[-1]["loss"]
         writer.add_scalar("hparam/val_loss", val_loss, result.steps_done - 1)
     metrics = {"val_loss": val_loss, "steps": result.steps_done, "parameters": model.num_parameters(),

@@ -23,6 +23,9 @@ PRETRAINED_RUN = Path(__file__).resolve().parent / "data" / "gpt_shakespeare_run
 MAKE_COMMAND = "make pretrained"
 #: The JSON metadata ``utils.pretrain.export_weights`` stores beside the tensors.
 METADATA_KEYS = ("model_config", "tokenizer", "setup", "metrics")
+FORMAT = "llm-tb-book/gpt"  # the metadata's "format": what the weights are
+#: What to do about a damaged or foreign weights file.
+REMEDY = f"Restore it with git, or regenerate it with `{MAKE_COMMAND}`."
 
 
 def expected_sha256(path: str | Path = PRETRAINED_PATH) -> str:
@@ -44,12 +47,6 @@ def load_pretrained(path: str | Path | None = None, *, verify: bool = True, devi
     train_steps_if_missing: when the file does not exist, pretrain that many steps now (chapter 5's code)
     instead of raising ``CheckpointNotFoundError``.
     """
-    from safetensors import safe_open
-    from safetensors.torch import load_model
-
-    from utils.gpt import GPT, GPTConfig
-    from utils.tokenizers import tokenizer_from_dict
-
     path = Path(path) if path is not None else PRETRAINED_PATH
     if not path.is_file():
         if train_steps_if_missing is None:
@@ -57,16 +54,57 @@ def load_pretrained(path: str | Path | None = None, *, verify: bool = True, devi
                 f"no pretrained weights at {path}. Produce them with `{MAKE_COMMAND}` (about 5 minutes on "
                 "2 CPU cores), or call load_pretrained(train_steps_if_missing=300) to train a weaker model now.")
         return _train_now(train_steps_if_missing)
-    remedy = f"Restore it with git, or regenerate it with `{MAKE_COMMAND}`."
-    digest = check_sha256(path, expected_sha256(path), remedy) if verify else sha256_file(path)
-    with safe_open(str(path), framework="pt") as handle:
-        meta = {key: json.loads(handle.metadata()[key]) for key in METADATA_KEYS}
-    model = GPT(GPTConfig(**meta["model_config"]))
-    load_model(model, str(path))  # restores the tied output matrix from the embedding
+    digest = check_sha256(path, expected_sha256(path), REMEDY) if verify else sha256_file(path)
+    meta = read_metadata(path)
+    model, tokenizer = _model_and_tokenizer(path, meta)
     model.to(device).eval()
     info = {"path": str(path), "sha256": digest, "source": "checkpoint", "metrics": meta["metrics"],
             "setup": meta["setup"], "model_config": meta["model_config"]}
-    return model, tokenizer_from_dict(meta["tokenizer"]), info
+    return model, tokenizer, info
+
+
+def _model_and_tokenizer(path: Path, meta: dict[str, Any]) -> tuple[Any, Any]:
+    """The GPT and tokenizer a weights file's metadata describes, its tensors loaded into the GPT."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_model
+
+    from utils.gpt import GPT, GPTConfig
+    from utils.tokenizers import tokenizer_from_dict
+
+    try:
+        model = GPT(GPTConfig(**meta["model_config"]))
+        tokenizer = tokenizer_from_dict(meta["tokenizer"])
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ckpt.CheckpointCorruptError(f"{path} records an unusable model_config or tokenizer ({exc}). "
+                                          f"{REMEDY}") from None
+    try:
+        load_model(model, str(path))  # restores the tied output matrix from the embedding
+    except (RuntimeError, SafetensorError) as exc:
+        raise ckpt.CheckpointMismatchError(f"{path}: its tensors do not fit the model its metadata describes "
+                                           f"({str(exc).splitlines()[0][:200]}). {REMEDY}") from None
+    return model, tokenizer
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The JSON metadata ``utils.pretrain.export_weights`` stored in a weights file, decoded; a file that is
+    not safetensors (truncated, another format) or not the book's GPT raises ``CheckpointCorruptError``."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = handle.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise ckpt.CheckpointCorruptError(f"cannot read {path} as safetensors ({exc}): the file is truncated or "
+                                          f"not a weights file. {REMEDY}") from None
+    missing = [key for key in ("format", *METADATA_KEYS) if key not in raw]
+    if missing or raw["format"] != FORMAT:
+        raise ckpt.CheckpointCorruptError(
+            f"{path} is a safetensors file but not the book's GPT weights: its metadata lacks {missing} or has "
+            f"format {raw.get('format')!r}, not {FORMAT!r} (utils.pretrain.export_weights writes it). {REMEDY}")
+    try:
+        return {key: json.loads(raw[key]) for key in METADATA_KEYS}
+    except json.JSONDecodeError as exc:
+        raise ckpt.CheckpointCorruptError(f"{path} has metadata that is not JSON ({exc}). {REMEDY}") from None
 
 
 def _train_now(steps: int) -> tuple[Any, Any, dict[str, Any]]:

@@ -16,7 +16,8 @@ tags prefixed ``validation/`` (so ``epoch_loss`` and ``validation/epoch_loss``).
 tag, is checked for NaN and inf.
 
 Exit status: 0 when no finding has severity "error" (warnings and notes may be present), 1 when one does,
-2 when the input is unusable (no event file under ``logdir``).
+2 when the input is unusable (no event file under ``logdir``, or one that is empty, cut short or not an
+event file).
 """
 
 from utils.diagnose.cli import format_report, format_rules, main, to_json

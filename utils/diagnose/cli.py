@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
 
     try:
         reports = diagnose(args.logdir)
-    except tb.RunNotFoundError as exc:
+    except (tb.RunNotFoundError, tb.CorruptEventFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     out(to_json(reports) if args.json else format_report(reports))

@@ -48,17 +48,35 @@ class RunReport:
     roles: dict[str, str] = field(default_factory=dict)  # role -> the tag that played it
 
 
+def _no_runs(root: Path) -> Exception:
+    """Why ``root`` is not a folder of runs, in the reader's words."""
+    from utils import tb
+
+    advice = "Pass the folder you would give `tensorboard --logdir`, e.g. runs/ or runs/<chapter>."
+    if root.is_file() and root.name.startswith("events.out.tfevents."):
+        return tb.RunNotFoundError(f"{root} is an event file, not a folder: pass its folder, {root.parent}")
+    if root.exists() and not root.is_dir():
+        return tb.RunNotFoundError(f"{root} is a file, not a folder of runs. {advice}")
+    present = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    held = ("no such folder" if not root.is_dir() else "it is empty" if not present else
+            f"it holds {present[:5]}{' ...' if len(present) > 5 else ''}")
+    return tb.RunNotFoundError(f"no TensorBoard runs under {root}: no event file (events.out.tfevents.*) at or "
+                               f"below it ({held}). {advice}")
+
+
 def group_runs(logdir: str | Path) -> dict[str, dict[str, Path]]:
     """``{run name: {tag prefix: folder}}``: each folder with event files is a run, except Keras's ``train``
-    and ``validation`` folders, read together as their parent's run."""
+    and ``validation`` folders, read together as their parent's run. Every event file is checked first
+    (``tb.check_event_file``): an empty, cut short or foreign one raises ``tb.CorruptEventFileError``."""
     from utils import tb
 
     root = Path(logdir)
-    runs = tb.list_runs(root)
+    runs = tb.list_runs(root) if root.is_dir() else []
     if not runs:
-        raise tb.RunNotFoundError(
-            f"no TensorBoard runs under {root}: no event file (events.out.tfevents.*) at or below it. Pass the "
-            "folder you would give `tensorboard --logdir`, e.g. runs/ or runs/<chapter>.")
+        raise _no_runs(root)
+    for path in runs:
+        for event_file in sorted(path.glob("events.out.tfevents.*")):
+            tb.check_event_file(event_file)
     groups: dict[str, dict[str, Path]] = {}
     for path in runs:
         owner, prefix = (path.parent, KERAS_FOLDERS[path.name]) if path.name in KERAS_FOLDERS else (path, "")
@@ -142,7 +160,7 @@ def _notice(roles: dict, scalars: dict, histograms: dict, others: list[str]) -> 
 
 def diagnose(logdir: str | Path) -> list[RunReport]:
     """A ``RunReport`` for every run at or below ``logdir``, sorted by run name; raises
-    ``tb.RunNotFoundError`` when it holds no event file."""
+    ``tb.RunNotFoundError`` when it holds no event file, ``tb.CorruptEventFileError`` when one is damaged."""
     return [diagnose_run(name, sources) for name, sources in sorted(group_runs(logdir).items())]
 
 

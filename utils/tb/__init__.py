@@ -11,6 +11,7 @@ Import the package (``from utils import tb``) and call ``tb.open_run``, ``tb.rea
 - ``checking``: ``assert_logged``, the assertion every chapter ends with.
 - ``plotting``: ``smooth``, ``plot_scalars`` and ``plot_histograms`` draw what TensorBoard would.
 - ``showing``: ``show`` embeds live TensorBoard in a notebook, or plots when executed headless.
+- ``records``: ``check_event_file``, each record of an event file whole (TensorBoard skips a damaged end).
 - ``errors``: the exceptions all of these raise on purpose.
 - ``screenshots``: photographs of the real TensorBoard UI over a log directory, with headless Chromium
   (``python -m utils.tb.screenshots``; ``make screenshots``). Not imported here: it is a command.
@@ -18,6 +19,7 @@ Import the package (``from utils import tb``) and call ``tb.open_run``, ``tb.rea
 
 from utils.tb.checking import assert_logged
 from utils.tb.errors import (
+    CorruptEventFileError,
     LogDirNotWritableError,
     NonFiniteScalarError,
     RunInUseError,
@@ -41,10 +43,12 @@ from utils.tb.reading import (
     read_scalars,
     read_text,
 )
+from utils.tb.records import check_event_file
 from utils.tb.showing import is_live_notebook, show
 from utils.tb.writing import RunWriter, open_run, run_path
 
 __all__ = [
+    "CorruptEventFileError",
     "LogDirNotWritableError",
     "NonFiniteScalarError",
     "RunInUseError",
@@ -54,6 +58,7 @@ __all__ = [
     "TensorBoardLogError",
     "TensorBoardXChangedError",
     "assert_logged",
+    "check_event_file",
     "is_live_notebook",
     "list_runs",
     "list_tags",

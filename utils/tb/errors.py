@@ -20,6 +20,10 @@ class RunNotFoundError(TensorBoardLogError, FileNotFoundError):
     """The run directory does not exist or holds no event file."""
 
 
+class CorruptEventFileError(TensorBoardLogError, ValueError):
+    """An event file is empty, cut short, or not made of TensorBoard's records."""
+
+
 class TagNotFoundError(TensorBoardLogError, KeyError):
     """The run holds no series with the requested tag."""
 

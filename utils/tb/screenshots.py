@@ -74,7 +74,12 @@ DASHBOARDS = (
 
 def find_browser() -> str:
     """The Chromium binary: ``$BOOK_BROWSER``, else ``chromium`` or ``chromium-browser`` on the PATH."""
-    found = os.environ.get("BOOK_BROWSER") or shutil.which("chromium") or shutil.which("chromium-browser")
+    chosen = os.environ.get("BOOK_BROWSER", "").strip()
+    if chosen and shutil.which(chosen) is None:  # a path, or a name on the PATH
+        raise FileNotFoundError(f"BOOK_BROWSER={chosen!r} is not allowed: no executable program of that name or "
+                                "path. Point it at a Chrome/Chromium binary, or unset it to use chromium from the "
+                                "PATH")
+    found = chosen or shutil.which("chromium") or shutil.which("chromium-browser")
     if not found:
         raise FileNotFoundError("no headless browser: install Debian's chromium (`make browser` does as root), "
                                 "or point BOOK_BROWSER at a Chrome/Chromium binary")
@@ -194,8 +199,28 @@ def _photograph_group(logdir: Path, out: Path, dashboards: Sequence[Dashboard],
     return report
 
 
+def _check_arguments(parser: argparse.ArgumentParser, runs: Path, out: Path,
+                     dashboards: Sequence[Dashboard]) -> None:
+    """Refuse, before a server starts, what would otherwise fail minutes later: a log folder without the runs
+    the pictures need, an output path that is a file, no usable browser."""
+    if not runs.is_dir() or not any(runs.rglob("events.out.tfevents.*")):
+        parser.error(f"argument --runs: {str(runs)!r} is not a folder of TensorBoard runs (no event file at or "
+                     "below it): give the folder `make book` wrote, runs/")
+    for dashboard in dashboards:
+        if dashboard.under and not (runs / dashboard.under).is_dir():
+            parser.error(f"argument --runs: {str(runs)!r} has no {dashboard.under}/ folder, which the "
+                         f"{dashboard.name} picture serves: execute the chapter that writes it (`make book`)")
+    if out.exists() and not out.is_dir():
+        parser.error(f"argument --out: {str(out)!r} is a file: give the folder the pictures go in")
+    try:
+        find_browser()
+    except FileNotFoundError as exc:
+        parser.error(str(exc))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Screenshots of TensorBoard's dashboards over a log folder.")
+    parser = argparse.ArgumentParser(prog="python -m utils.tb.screenshots",
+                                     description="Screenshots of TensorBoard's dashboards over a log folder.")
     parser.add_argument("--runs", default="runs", help="the log folder TensorBoard serves (default: runs)")
     parser.add_argument("--out", default="book/images/tensorboard", help="where the PNGs go")
     parser.add_argument("--only", nargs="*", help="names of the dashboards to photograph (default: all)")
@@ -203,7 +228,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     chosen = [d for d in DASHBOARDS if not args.only or d.name in args.only]
     unknown = set(args.only or ()) - {d.name for d in DASHBOARDS}
     if unknown:
-        parser.error(f"unknown dashboards {sorted(unknown)}; known: {[d.name for d in DASHBOARDS]}")
+        parser.error(f"argument --only: unknown dashboards {sorted(unknown)}; known: {[d.name for d in DASHBOARDS]}")
+    _check_arguments(parser, Path(args.runs), Path(args.out), chosen)
     for entry in take_screenshots(args.runs, args.out, chosen).values():
         print(f"{entry['png']}: {len(entry['runs'])} runs ({', '.join(entry['runs'][:4])}"
               f"{', ...' if len(entry['runs']) > 4 else ''}); plugin active: {entry['plugin_active']}")
