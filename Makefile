@@ -13,11 +13,13 @@ INSTALLED := $(VENV)/.installed-$(INSTALL_HASH)
 export TF_CPP_MIN_LOG_LEVEL := 1
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: help install browser book test lint tensorboard lab strip sync-bootstrap lock pretrained benchmarks bench-notebooks screenshots clean
+.PHONY: help install browser book executed-book check robustness test lint tensorboard lab strip sync-bootstrap lock pretrained benchmarks bench-notebooks screenshots clean
 
 help:
 	@echo "make book         build the HTML book into _build/html (executes every notebook)"
-	@echo "make test         the whole suite: lint, unit tests, TensorBoard server, every notebook, the built book"
+	@echo "make test         the whole suite: lint, every notebook (once, under nbmake), the built book, all tests"
+	@echo "make check        lint and the fast tests (not marked slow): the edit-test loop, under 3 minutes"
+	@echo "make robustness   every notebook under other seeds, threads and CPU kernels (what changed since its record)"
 	@echo "make lab          JupyterLab on this repository (127.0.0.1)"
 	@echo "make tensorboard  TensorBoard on runs/ (127.0.0.1:6006)"
 	@echo "make strip        strip outputs from every notebook (as they are committed)"
@@ -55,18 +57,49 @@ book: install
 	@echo "The book: file://$(CURDIR)/_build/html/index.html"
 
 # The notebooks must write only under runs/ (and checkpoints/): nothing new may appear beside them
-# (a notebook or page not yet committed is a source, not something a notebook wrote).
+# (a notebook or page not yet committed, or edited, is a source, not something a notebook wrote; chapter 7's
+# screenshots are retaken by every `make test`).
 define no_files_beside_notebooks
 	@stray=$$(git status --porcelain --ignored --untracked-files=all -- book labs \
-		| { grep -vE '^\?\? (book|labs)/[^/]+\.(ipynb|md)$$' || true; }); \
+		| { grep -vE '^(\?\?| M|M |MM) (book|labs)/[^/]+\.(ipynb|md)$$' || true; } \
+		| { grep -vE '^( M|M |MM) book/images/tensorboard/[a-z_0-9]+\.png$$' || true; }); \
 	if [ -n "$$stray" ]; then echo "Files written beside the notebooks (write under runs/ instead):"; \
 	echo "$$stray"; exit 1; fi
 endef
 
-test: install browser lint book
+# One execution of every notebook serves both the tests and the HTML book: nbmake executes each notebook
+# and writes its outputs back (--overwrite; a failing cell fails here, with its traceback); the labs as
+# executed are kept for tests/test_labs.py; chapter 7's screenshots are taken of the runs just written;
+# Jupyter Book builds the pages from those outputs with execution off; the notebooks are stripped again.
+EXECUTED := _build/executed
+executed-book: install browser
+	@rm -rf $(EXECUTED) && mkdir -p $(EXECUTED)
+	@trap '$(PY) -m utils.notebooks strip >/dev/null' EXIT; \
+	BOOK_HEADLESS=1 $(PY) -m pytest --nbmake --overwrite book labs --nbmake-timeout=900 -p no:cacheprovider \
+		--durations=25; \
+	cp labs/*.ipynb $(EXECUTED)/; \
+	$(PY) -m utils.tb.screenshots --runs runs --out book/images/tensorboard; \
+	sed -E -e 's/^(  execute_notebooks:) cache /\1 "off" /' -e 's|^(    offline_mathjax:) _ext |\1 $(CURDIR)/_ext |' \
+		_config.yml > $(EXECUTED)/_config.yml; \
+	grep -q 'execute_notebooks: "off"' $(EXECUTED)/_config.yml; \
+	BOOK_HEADLESS=1 $(VENV)/bin/jupyter-book build . --config $(EXECUTED)/_config.yml --warningiserror \
+		--nitpick --keep-going
+	@echo "The book: file://$(CURDIR)/_build/html/index.html"
+
+test: install browser lint executed-book
 	$(no_files_beside_notebooks)
-	BOOK_HEADLESS=1 $(PY) -m pytest tests --nbmake book labs --nbmake-timeout=900 -p no:cacheprovider
+	BOOK_HEADLESS=1 BOOK_EXECUTED_LABS=$(EXECUTED) $(PY) -m pytest tests -p no:cacheprovider --durations=25
 	$(no_files_beside_notebooks)
+
+# The edit-test loop: lint, then every test not marked slow (no notebook, no server start-up).
+check: install lint
+	$(PY) -m pytest tests -m "not slow" -p no:cacheprovider -q --durations=10
+
+# Every notebook under other seeds, thread counts and CPU kernels (benchmarks/robustness.py); only those
+# whose code changed since their record, or failed, run again (the whole matrix: 88 executions).
+robustness: install
+	$(PY) -m benchmarks.robustness --jobs 2
+	$(PY) -m benchmarks.report
 
 lint: install
 	$(VENV)/bin/ruff check utils tests book labs benchmarks

@@ -28,38 +28,40 @@ from typing import Any
 import torch
 
 from benchmarks import record
-from utils import distributed, loop, memory, validate
+from utils import distributed, loop, memory, torchrun, validate
 from utils.evaluation import lm_loss
 from utils.gpt import GPT, GPTConfig
 from utils.optim import make_adamw
 
 NAME = "scaling"
-#: (n_layer, n_head, n_embd, block_size, global batch)
-CONFIGS = {"nanogpt-cpu": (4, 4, 128, 64, 24), "small": (2, 2, 64, 32, 16), "tiny": (1, 2, 32, 16, 4)}
+#: (model, global batch in windows of its block_size tokens)
+CONFIGS = {"nanogpt-cpu": (GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128), 24),
+           "small": (GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=2, n_embd=64), 16),
+           "tiny": (GPTConfig(vocab_size=65, block_size=16, n_layer=1, n_head=2, n_embd=32), 4)}
 LAYOUTS = ((1, 1), (1, 2), (2, 1))  # (ranks, threads per rank)
 
 
 def throughput(config_name: str, ranks: int, threads: int, steps: int, folder: Path) -> dict[str, Any]:
     """One launch; rank 0's summary (median tokens/s of the timed steps)."""
-    L, H, C, T, B = CONFIGS[config_name]
+    model, batch = CONFIGS[config_name]
     summary_path = folder / f"{config_name}-{ranks}x{threads}.json"
-    config = distributed.DistConfig(steps=steps, global_batch=B, block_size=T, n_layer=L, n_head=H, n_embd=C,
-                                    mode="ddp", summary_out=str(summary_path))
-    env = {**distributed.launch_env(), "OMP_NUM_THREADS": str(threads)}
-    done = subprocess.run(distributed.launch_command(ranks, config), env=env, capture_output=True, text=True,
+    config = distributed.DistConfig(model=model, global_batch=batch, mode="ddp",
+                                    summary_out=str(summary_path)).with_training(max_steps=steps)
+    env = {**torchrun.launch_env(), "OMP_NUM_THREADS": str(threads)}
+    done = subprocess.run(torchrun.launch_command(ranks, config), env=env, capture_output=True, text=True,
                           timeout=1800)
     if done.returncode != 0:
         raise RuntimeError(f"torchrun failed ({done.returncode}):\n{(done.stdout + done.stderr)[-2000:]}")
     summary = json.loads(summary_path.read_text())
-    return {"config": config_name, "ranks": ranks, "threads_per_rank": threads, "global_batch": B,
-            "block_size": T, "steps": steps, "tokens_per_s": summary["tokens_per_s"],
+    return {"config": config_name, "ranks": ranks, "threads_per_rank": threads, "global_batch": batch,
+            "block_size": model.block_size, "steps": steps, "tokens_per_s": summary["tokens_per_s"],
             "load_1min": (record.load_average() or [float("nan")])[0]}
 
 
 def memory_row(config_name: str) -> dict[str, Any]:
     """Predicted against measured activations and step peak, for one size at its per-rank batch."""
-    L, H, C, T, B = CONFIGS[config_name]
-    gpt = GPTConfig(vocab_size=65, block_size=T, n_layer=L, n_head=H, n_embd=C)
+    gpt, B = CONFIGS[config_name]
+    T = gpt.block_size
     torch.manual_seed(0)
     model = GPT(gpt)
     optimizer = make_adamw(model, 1e-3)

@@ -21,7 +21,7 @@ import argparse
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -56,27 +56,31 @@ VOCAB_SIZE = 65  # Tiny Shakespeare's characters
 REFERENCE = "nanogpt-cpu"
 
 
+def _nanogpt_shape(block_size: int, n_layer: int, n_head: int, n_embd: int) -> GPTConfig:
+    """A GPT as nanoGPT's recipe runs it: Tiny Shakespeare's characters, ``bias=False``, dropout 0."""
+    return GPTConfig(vocab_size=VOCAB_SIZE, block_size=block_size, n_layer=n_layer, n_head=n_head,
+                     n_embd=n_embd, dropout=0.0, bias=False)
+
+
 @dataclass(frozen=True)
 class BenchConfig:
-    """A model size and batch. ``bias=False`` and dropout 0, as nanoGPT's recipe runs."""
+    """A model (``GPTConfig``) and its batch: ``batch_size`` windows of ``model.block_size`` tokens."""
 
     name: str
-    n_layer: int
-    n_head: int
-    n_embd: int
-    block_size: int
+    model: GPTConfig
     batch_size: int
 
-    def gpt(self) -> GPTConfig:
-        return GPTConfig(vocab_size=VOCAB_SIZE, block_size=self.block_size, n_layer=self.n_layer,
-                         n_head=self.n_head, n_embd=self.n_embd, dropout=0.0, bias=False)
+    def shape(self) -> dict[str, int]:
+        """What a result row records of it: layers, heads, width, context and batch."""
+        return {"n_layer": self.model.n_layer, "n_head": self.model.n_head, "n_embd": self.model.n_embd,
+                "block_size": self.model.block_size, "batch_size": self.batch_size}
 
 
 CONFIGS = {config.name: config for config in (
-    BenchConfig(REFERENCE, n_layer=4, n_head=4, n_embd=128, block_size=64, batch_size=12),
-    BenchConfig("medium", n_layer=6, n_head=6, n_embd=192, block_size=128, batch_size=12),
-    BenchConfig("large", n_layer=8, n_head=8, n_embd=256, block_size=256, batch_size=8),
-    BenchConfig("tiny", n_layer=1, n_head=2, n_embd=32, block_size=16, batch_size=4),  # for the test
+    BenchConfig(REFERENCE, _nanogpt_shape(block_size=64, n_layer=4, n_head=4, n_embd=128), batch_size=12),
+    BenchConfig("medium", _nanogpt_shape(block_size=128, n_layer=6, n_head=6, n_embd=192), batch_size=12),
+    BenchConfig("large", _nanogpt_shape(block_size=256, n_layer=8, n_head=8, n_embd=256), batch_size=8),
+    BenchConfig("tiny", _nanogpt_shape(block_size=16, n_layer=1, n_head=2, n_embd=32), batch_size=4),  # tests
 )}
 DEFAULT_CONFIGS = (REFERENCE, "medium", "large")
 
@@ -87,10 +91,10 @@ DEFAULT_CONFIGS = (REFERENCE, "medium", "large")
 def _trainer(config: BenchConfig, train_ids: torch.Tensor) -> Callable[[int], float]:
     """``step(i)``: draw batch ``i`` and make one update of a fresh model with ``loop.train_step``; returns
     the loss (a float: the step ends with its host sync, as in the book's loop)."""
-    model = build_model(PretrainSetup(model=config.gpt()))
+    model = build_model(PretrainSetup(model=config.model))
     model.train()
     optimizer = make_adamw(model, LR, WEIGHT_DECAY, betas=BETAS)
-    batch_fn = random_windows(train_ids, config.block_size, config.batch_size, seed=0)
+    batch_fn = random_windows(train_ids, config.model.block_size, config.batch_size, seed=0)
     autocast = loop.autocast_context("off", "cpu")  # fp32, as nanoGPT's CPU recipe
 
     def step(index: int) -> float:
@@ -171,11 +175,10 @@ def measure_all(configs: Sequence[BenchConfig], threads: Sequence[int], args: ar
             peaks[count].append(matmul_peak(count, args.peak_size))
             timing = time_steps(config, train_ids, args.warmup, args.steps, args.max_seconds)
             peaks[count].append(matmul_peak(count, args.peak_size))
-            shape = {key: value for key, value in asdict(config).items() if key != "name"}
-            rows.append({"config": config.name, **shape, "threads": count,
+            rows.append({"config": config.name, **config.shape(), "threads": count,
                          "load_1min": (record.load_average() or [math.nan])[0], **timing})
     for row in rows:
-        gpt = CONFIGS[row["config"]].gpt()
+        gpt = CONFIGS[row["config"]].model
         tokens = row["batch_size"] * row["block_size"]
         row["parameters_non_embedding"] = parameter_count_formula(gpt, non_embedding=True)
         row["flops_per_token"] = flops_per_token(gpt)
@@ -215,7 +218,7 @@ def throughput_table(rows: list[dict[str, Any]], comparison: dict[str, Any] | No
               f"{row['model_gflops_per_s']:.1f}", f"{row['peak_gflops']:.1f}", f"{row['mfu']:.0%}",
               f"{row['load_1min']:.2f}"] for row in rows]
     here = NANOGPT_HERE
-    nanogpt_flops = flops_per_token(CONFIGS[REFERENCE].gpt())
+    nanogpt_flops = flops_per_token(CONFIGS[REFERENCE].model)
     cells.append(["nanoGPT (findings.md)", "4/4/128", 64, 12, "default", f"{here['ms_per_step']:.1f}",
                   f"{here['tokens_per_s']:,.0f}", f"{here['tokens_per_s'] * nanogpt_flops / 1e9:.1f}",
                   f"{here['peak_gflops']:.1f}", f"{here['mfu']:.0%}", "quiet"])

@@ -1,64 +1,38 @@
-"""Fixtures shared by the test modules: a real TensorBoard server on 127.0.0.1."""
+"""Fixtures shared by the test modules: a real TensorBoard server on 127.0.0.1. And, with ``CI=true``, a
+skipped test fails the session."""
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from utils.tb import showing
+
 STARTUP_TIMEOUT_S = 90
-TENSORBOARD = Path(sys.executable).with_name("tensorboard")  # the venv's, whatever PATH says
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _get_json(port: int, route: str):
-    """GET ``http://127.0.0.1:PORT/ROUTE`` and decode its JSON body."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}{route}", timeout=10) as response:
-        return json.loads(response.read())
 
 
 class TensorBoardServer:
-    """``tensorboard --logdir LOGDIR --host 127.0.0.1 --port PORT`` on a free port, stopped by its PID."""
+    """``tensorboard --logdir LOGDIR --host 127.0.0.1 --port PORT`` on a free port, stopped by its PID
+    (``utils.tb.showing.start_server``)."""
 
     def __init__(self, logdir: Path, load_fast: bool, log_path: Path) -> None:
-        self.port = _free_port()
-        self.log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen(
-            [str(TENSORBOARD), "--logdir", str(logdir), "--host", "127.0.0.1", "--port", str(self.port),
-             f"--load_fast={'true' if load_fast else 'false'}", "--reload_interval", "1"],
-            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.log_path = log_path
+        self.port, self.process = showing.start_server(
+            logdir, log_path, f"--load_fast={'true' if load_fast else 'false'}", "--reload_interval", "1")
 
     def get_json(self, route: str):
-        return _get_json(self.port, route)
+        return showing.get_json(self.port, route)
 
     def wait_until_ready(self, run: str, tag: str) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"tensorboard exited with {self.process.returncode}; see {self.log.name}")
-            try:
-                if run in self.get_json("/data/runs") and self.scalars(run, tag):
-                    return
-            except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"tensorboard did not serve {run}/{tag} within {STARTUP_TIMEOUT_S} s")
+        def serves_the_tag() -> bool | None:
+            return (run in self.get_json("/data/runs") and bool(self.scalars(run, tag))) or None
+
+        if showing.wait_for_server(self.process, serves_the_tag, STARTUP_TIMEOUT_S, self.log_path) is None:
+            raise TimeoutError(f"tensorboard did not serve {run}/{tag} within {STARTUP_TIMEOUT_S} s")
 
     def scalars(self, run: str, tag: str) -> list[list[float]]:
         """The scalars route: ``[[wall_time, step, value], ...]``."""
@@ -67,15 +41,7 @@ class TensorBoardServer:
 
     def stop(self) -> int:
         """Stop the server (again: a no-op) and return its exit status."""
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=15)
-        self.log.close()
-        return self.process.returncode
+        return showing.stop_server(self.process)
 
 
 @pytest.fixture()
@@ -92,3 +58,30 @@ def tensorboard_server(tmp_path) -> Iterator[Callable[..., TensorBoardServer]]:
     yield start
     for server in started:
         server.stop()
+
+
+# --------------------------------------------------------------------------------------------- CI: no skips
+
+_skipped: list[str] = []
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1")
+
+
+def pytest_runtest_logreport(report) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        _skipped.append(report.nodeid)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if _in_ci() and _skipped:
+        terminalreporter.write_line(f"CI=true: {len(_skipped)} skipped test(s) fail the run (a skip hides a broken "
+                                    f"install or a check that no longer runs): {', '.join(_skipped[:20])}", red=True)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """With ``CI=true`` a skipped test fails the session: every package the tests import is pinned, so a skip
+    means something that should run did not."""
+    if _in_ci() and _skipped and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

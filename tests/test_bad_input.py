@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import pytest
@@ -181,8 +181,8 @@ def _write_checkpoints(ws: Path) -> None:
     torch.save({**state, "format_version": 99}, newer)
     cut = _save(folder / "truncated", SMALL, {})
     cut.write_bytes(cut.read_bytes()[:1000])
-    dist = DistConfig(n_layer=3)
-    _save(folder / "dist_other", dist.gpt(65), {"distributed": asdict(dist)})
+    dist = DistConfig(model=replace(DistConfig().model, n_layer=3))
+    _save(folder / "dist_other", dist.model, {"distributed": asdict(dist)})
 
 
 def _write_other_inputs(ws: Path) -> None:
@@ -440,7 +440,7 @@ def test_settings_objects_check_themselves():
              (lambda: GPTConfig(65, 32, 2, 2, 64, dropout=1.0), "dropout=1.0 is not allowed"),
              (lambda: PretrainSetup(batch_size=0), "batch_size=0 is not allowed"),
              (lambda: PretrainSetup().with_training(max_steps=10), "warmup_steps=100 is more than max_steps=10"),
-             (lambda: DistConfig(lr=0), "lr=0 is not allowed: give a finite number > 0")]
+             (lambda: DistConfig(global_batch=0), "global_batch=0 is not allowed: give a whole number >= 1")]
     for make, words in cases:
         with pytest.raises(ValueError) as raised:
             make()

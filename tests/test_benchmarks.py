@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 
 import nbformat
 import pytest
@@ -43,7 +44,9 @@ def test_throughput_numbers_are_positive_and_mfu_plausible(throughput):
     (row,) = result["results"]
     assert (row["config"], row["threads"], row["n_layer"]) == ("tiny", 1, 1)
     assert row["steps_timed"] == 3 and row["steps_warmup"] == 1
-    assert row["step_s_min"] <= row["step_s_median"]
+    samples = row["step_s_samples"]  # the timed steps, in order: the statistics recomputed from them
+    assert len(samples) == 3 and len(set(samples)) == 3 and all(t > 0 for t in samples)
+    assert row["step_s_median"] == statistics.median(samples) and row["step_s_min"] == min(samples)
     for key in ("step_s_median", "tokens_per_s", "model_gflops_per_s", "peak_gflops", "flops_per_token"):
         assert row[key] > 0 and math.isfinite(row[key]), key
     assert 0 < row["mfu"] < 1.5
@@ -64,7 +67,7 @@ def test_throughput_profile_lists_top_operators_by_self_time(throughput):
 
 def test_flops_formula_is_nanogpts_at_its_recipe():
     """6N + 12·L·H·Q·T with N = 795,904 non-embedding parameters of nanoGPT's bias-free CPU model."""
-    config = train_throughput.CONFIGS[train_throughput.REFERENCE].gpt()
+    config = train_throughput.CONFIGS[train_throughput.REFERENCE].model
     assert train_throughput.flops_per_token(config) == 6 * 795_904 + 12 * 4 * 4 * 32 * 64
 
 
@@ -113,7 +116,7 @@ def test_nanogpt_comparison_takes_the_books_fastest_thread_count():
 def logging_result(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("logging")
     threads = torch.get_num_threads()
-    result = logging_overhead.main(["--steps", "2", "--rounds", "1", "--log-step-calls", "20", "--scalars", "50",
+    result = logging_overhead.main(["--steps", "2", "--rounds", "3", "--log-step-calls", "20", "--scalars", "50",
                                     "--histograms", "2", "--values", "1000", "--out-dir", str(out_dir),
                                     "--writers", "tensorboardX,torch.utils.tensorboard"])
     assert torch.get_num_threads() == threads
@@ -125,9 +128,18 @@ def test_logging_overhead_compares_the_three_variants_against_no_logging(logging
     assert json.loads((out_dir / "logging_overhead.json").read_text()) == json.loads(json.dumps(result))
     variants = {row["variant"]: row for row in result["loop"]}
     assert list(variants) == list(logging_overhead.VARIANTS)
-    assert variants["no logging"]["overhead"] == 0 and variants["no logging"]["cpu_overhead"] == 0
     assert all(row["ms_per_step"] > 0 and row["cpu_ms_per_step"] > 0 for row in variants.values())
-    assert all(row["overhead_q1"] <= row["overhead"] <= row["overhead_q3"] for row in variants.values())
+    base = variants["no logging"]
+    for name, row in variants.items():  # each statistic recomputed from the recorded rounds, round by round
+        wall, cpu = row["step_s_rounds"], row["cpu_s_rounds"]
+        assert row["rounds"] == len(wall) == len(cpu) == 3 and len(set(wall)) == 3, name
+        assert row["ms_per_step"] == pytest.approx(statistics.median(wall) * 1e3, rel=1e-12), name
+        assert row["cpu_ms_per_step"] == pytest.approx(statistics.median(cpu) * 1e3, rel=1e-12), name
+        ratios = [w / b - 1 for w, b in zip(wall, base["step_s_rounds"], strict=True)]
+        quartiles = statistics.quantiles(ratios, n=4, method="inclusive")
+        assert [row["overhead_q1"], row["overhead"], row["overhead_q3"]] == pytest.approx(quartiles, abs=1e-12)
+        cpu_ratios = [c / b - 1 for c, b in zip(cpu, base["cpu_s_rounds"], strict=True)]
+        assert row["cpu_overhead"] == pytest.approx(statistics.median(cpu_ratios), abs=1e-12), name
     direct = result["log_step"]
     assert direct["share_of_step"] == pytest.approx(direct["log_step_ms"] / direct["step_ms"])
     assert direct["cpu_share_of_step"] == pytest.approx(direct["log_step_cpu_ms"] / direct["step_ms"])

@@ -301,11 +301,13 @@ def test_no_runs_is_a_clear_error(tmp_path):
 
 
 def test_every_threshold_lives_in_the_rules_table():
-    assert {r.name for r in diagnose.RULES.values()} == set(diagnose.RULES)
+    # that each check reads its numbers from RULES: tests/test_diagnose_rules_table.py changes them and
+    # watches the verdicts change; here, that --rules prints every rule with its numbers
     for rule in diagnose.RULES.values():
         assert rule.severity in {"error", "warning", "note"} and rule.meaning and rule.remedy
     text = diagnose.format_rules()
-    assert all(name in text for name in diagnose.RULES)
+    for rule in diagnose.RULES.values():
+        assert f"{rule.name} [{rule.severity}] threshold={rule.threshold:g} window={rule.window}" in text
 
 
 def _toy_run(root: Path, name: str, lr: float) -> Path:

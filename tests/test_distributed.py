@@ -1,20 +1,23 @@
-"""Data parallelism with torch.distributed (``utils.distributed``), launched as torchrun launches it, on gloo
-and 127.0.0.1: two ranks with half the batch each end with the weights of one process with the whole batch
-(DDP, the all-reduce written by hand, and FSDP); only rank 0 logs, and it logs the mean over ranks; a run
-SIGKILLed between checkpoints resumes with each step logged exactly once and the losses of an uninterrupted
-run."""
+"""Data parallelism with torch.distributed (``utils.distributed``), launched as torchrun launches it
+(``utils.torchrun``), on gloo and 127.0.0.1: two ranks with half the batch each end with the weights of one
+process with the whole batch (DDP, the all-reduce written by hand, and FSDP); only rank 0 logs, and it logs
+the mean over ranks; a run SIGKILLed between checkpoints resumes with each step logged exactly once and the
+losses of an uninterrupted run. The settings compose GPTConfig and TrainConfig and round-trip through the
+command line; a GPU run all-reduces its logged loss on a CPU backend."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
-import subprocess
 
 import pytest
 import torch
+import torch.distributed as dist
 
 from utils import checkpoint as ckpt
-from utils import distributed, tb
+from utils import distributed, tb, torchrun
+from utils.gpt import GPTConfig
 
 STEPS = 6
 TOLERANCE = 1e-4  # largest weight difference accepted: float rounding of a sum done in two halves
@@ -32,16 +35,16 @@ def reference(folder):
     torch.set_num_threads(1)
     try:
         summary = distributed.train_distributed(distributed.DistConfig(
-            steps=STEPS, weights_out=str(folder / "reference.pt")))
+            weights_out=str(folder / "reference.pt")).with_training(max_steps=STEPS))
     finally:
         torch.set_num_threads(threads)
     return summary, torch.load(folder / "reference.pt", weights_only=True)
 
 
 def launched(folder, mode: str, **changes):
-    config = distributed.DistConfig(steps=STEPS, mode=mode, weights_out=str(folder / f"{mode}.pt"),
+    config = distributed.DistConfig(mode=mode, weights_out=str(folder / f"{mode}.pt"),
                                     summary_out=str(folder / f"{mode}.json"), **changes)
-    distributed.launch(2, config)
+    torchrun.launch(2, config.with_training(max_steps=STEPS))
     return (json.loads((folder / f"{mode}.json").read_text()),
             torch.load(folder / f"{mode}.pt", weights_only=True))
 
@@ -76,23 +79,57 @@ def test_shards_are_disjoint_equal_and_cover_the_batch():
 
 
 def test_command_line_round_trips_the_config():
-    config = distributed.DistConfig(steps=7, mode="by-hand", log_run="a/b", resume=True, checkpoint_dir="c",
-                                    lr=0.5)
-    parsed, backend = distributed._arguments(distributed.config_arguments(config))
+    config = distributed.DistConfig(mode="by-hand", log_run="a/b", model=GPTConfig(65, 16, 1, 2, 32))
+    config = dataclasses.replace(config.with_training(max_steps=7, lr=0.5, checkpoint_dir="c"), resume=True)
+    parsed, backend = torchrun.parse_arguments(torchrun.config_arguments(config))
     assert parsed == config and backend == "gloo"
-    command = distributed.launch_command(2, config, port=1234)
-    assert command[command.index("--master_addr") + 1] == "127.0.0.1" and "--master_port" in command
+    command = torchrun.launch_command(2, config)
+    assert command[command.index("--rdzv-endpoint") + 1] == "127.0.0.1:0"  # torchrun picks the port
+    assert command[command.index("--local-addr") + 1] == "127.0.0.1" and "--master_port" not in command
+    with pytest.raises(ValueError, match="no flag for training.log_every"):
+        torchrun.config_arguments(config.with_training(log_every=5))
+
+
+def test_settings_compose_the_model_and_the_loop():
+    config = distributed.DistConfig()
+    assert config.training.max_steps == 20 and config.model.n_layer == 2
+    assert (config.training.lr, config.training.min_lr, config.training.warmup_steps) == (3e-3, 3e-4, 2)
+    assert torchrun.from_flags({"steps": 5, "n_layer": 1}) == distributed.DistConfig(
+        model=GPTConfig(65, 32, 1, 2, 64)).with_training(max_steps=5)
 
 
 def test_bad_settings_say_what_to_do():
     with pytest.raises(ValueError, match="mode='zero' is not allowed: choose one of 'ddp'"):
         distributed.DistConfig(mode="zero")
     with pytest.raises(ValueError, match="sharded ones"):
-        distributed.DistConfig(mode="fsdp", checkpoint_every=2, checkpoint_dir="x")
-    with pytest.raises(ValueError, match="--checkpoint-dir"):
-        distributed.DistConfig(checkpoint_every=2)
-    with pytest.raises(ValueError, match="n_head=3 is not allowed with n_embd=64"):
-        distributed.DistConfig(n_head=3)
+        distributed.DistConfig(mode="fsdp").with_training(checkpoint_every=2, checkpoint_dir="x")
+    with pytest.raises(ValueError, match="resume needs checkpoint_dir"):
+        distributed.DistConfig(resume=True)
+    with pytest.raises(ValueError, match="device='mps' is not allowed"):
+        distributed.DistConfig().with_training(device="mps")
+    with pytest.raises(ValueError, match="takes model=GPTConfig"):
+        distributed.DistConfig(model={"n_layer": 2})
+    message = "warmup_steps=30 is more than max_steps=10: lower warmup_steps or raise max_steps; lr=0"
+    assert torchrun.in_flag_words(message) == ("--warmup-steps 30 is more than --steps 10: lower "
+                                               "--warmup-steps or raise --steps; --lr 0")
+
+
+@pytest.mark.parametrize("backend, works", [("cpu:gloo,cuda:gloo", True), ("cuda:gloo", False)])
+def test_a_gpu_run_all_reduces_its_logged_loss_on_a_cpu_backend(backend, works):
+    """``--device cuda`` once started nccl alone, which has no CPU backend: the loss all-reduced for the log
+    (a CPU tensor) failed at step 0. A CPU torch has no nccl: gloo stands in for it, for CUDA tensors only
+    (``cuda:gloo``), which reproduces the failure; ``backend_for`` adds gloo for the CPU ones."""
+    assert distributed.backend_for("cuda") == "cpu:gloo,cuda:nccl"
+    assert distributed.backend_for("cpu") == "gloo"
+    dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        if works:
+            assert distributed.mean_over_ranks(2.5) == 2.5
+        else:
+            with pytest.raises(RuntimeError, match="No backend type associated with device type cpu"):
+                distributed.mean_over_ranks(2.5)
+    finally:
+        dist.destroy_process_group()
 
 
 def test_one_process_needs_no_process_group():
@@ -146,17 +183,10 @@ KILL_AT, CHECKPOINT_EVERY, RESUME_STEPS = 9, 4, 12
 @pytest.mark.slow
 def test_sigkill_under_ddp_then_resume_logs_each_step_once(tmp_path, monkeypatch):
     monkeypatch.setenv("BOOK_RUNS_DIR", str(tmp_path / "runs"))
-    config = distributed.DistConfig(steps=RESUME_STEPS, log_run="t/resumed", checkpoint_every=CHECKPOINT_EVERY,
-                                    checkpoint_dir=str(tmp_path / "ckpt"), flush_every_step=True)
-    process = subprocess.Popen(distributed.launch_command(2, config), env=distributed.launch_env(),
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output = []
-    for line in process.stdout:  # wait until rank 0 is past a checkpoint, then kill every process at once
-        output.append(line)
-        if line.startswith(f"step {KILL_AT} "):
-            distributed.kill_launch(process)
-            break
-    assert process.returncode == -signal.SIGKILL, "".join(output)
+    config = distributed.DistConfig(log_run="t/resumed", flush_every_step=True).with_training(
+        max_steps=RESUME_STEPS, checkpoint_every=CHECKPOINT_EVERY, checkpoint_dir=str(tmp_path / "ckpt"))
+    killed = torchrun.kill_at_step(2, config, KILL_AT)  # once rank 0 is past a checkpoint: every process
+    assert killed.returncode == -signal.SIGKILL, killed.stdout
     # checkpoints after steps 0, 4, 8 (hooks.due) record the next step: 1, 5, 9
     resumed_at = (KILL_AT - 1) // CHECKPOINT_EVERY * CHECKPOINT_EVERY + 1
     assert ckpt.latest_checkpoint(tmp_path / "ckpt") == ckpt.step_path(tmp_path / "ckpt", resumed_at)
@@ -165,7 +195,7 @@ def test_sigkill_under_ddp_then_resume_logs_each_step_once(tmp_path, monkeypatch
     assert before.index.max() >= resumed_at, "the kill should leave a step logged after the checkpoint"
 
     config.resume, config.summary_out = True, str(tmp_path / "resumed.json")
-    distributed.launch(2, config)
+    torchrun.launch(2, config)
     summary = json.loads((tmp_path / "resumed.json").read_text())
     assert summary["start_step"] == resumed_at
     loss = tb.assert_logged(run, {"train/loss": list(range(RESUME_STEPS)),
@@ -173,5 +203,15 @@ def test_sigkill_under_ddp_then_resume_logs_each_step_once(tmp_path, monkeypatch
     loss = loss[loss.tag == "train/loss"].set_index("step").value
     kept = before[before.index < resumed_at]
     assert (loss[kept.index] == kept).all()  # the first segment's points before the checkpoint stay
-    uninterrupted = distributed.train_distributed(distributed.DistConfig(steps=RESUME_STEPS))["losses"]
+    uninterrupted = distributed.train_distributed(
+        distributed.DistConfig().with_training(max_steps=RESUME_STEPS))["losses"]
     assert loss.to_numpy() == pytest.approx([uninterrupted[str(s)] for s in range(RESUME_STEPS)], abs=TOLERANCE)
+
+
+@pytest.mark.slow
+def test_a_launch_that_ends_before_the_kill_step_raises_with_its_output(tmp_path):
+    config = distributed.DistConfig(global_batch=2, model=GPTConfig(65, 8, 1, 1, 8)).with_training(
+        max_steps=2, warmup_steps=0)
+    ended = r"(?s)ended \(exit status 0\) before rank 0 reported step 5:.*step 1 done"
+    with pytest.raises(RuntimeError, match=ended):
+        torchrun.kill_at_step(1, config, 5)

@@ -1,5 +1,5 @@
 """utils.loop: train_step and the loop (cadence, accumulation, clipping, per-group rates, early stopping,
-divergence, samples, devices, resume)."""
+divergence, samples, devices, resume, the caller's own work after each update, several ranks)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from utils import hooks, perf, tb
 from utils.batches import epoch_batches
 from utils.evaluation import classification_loss, evaluate
 from utils.loop import (
+    Ranks,
     TrainConfig,
     accumulated_gradients,
     autocast_context,
+    interrupt_after,
     open_segment,
     resolve_device,
     train,
@@ -167,11 +169,15 @@ def test_per_group_learning_rates_survive_the_schedule_and_are_logged(tmp_path):
     assert fast[1] == pytest.approx(1e-2) and fast[-1] < fast[1]
 
 
-def test_scheduler_refuses_an_optimizer_that_does_not_peak_at_lr():
+def test_the_peak_learning_rate_is_the_configs_and_the_groups_keep_their_ratio(tmp_path):
+    x, y = _data()
     model = _model()
-    with pytest.raises(ValueError, match="peak learning rate"):
-        train(model, make_adamw(model, 0.5), TrainConfig(max_steps=1, lr=0.1, progress=False),
-              batch_fn=lambda i: _data(8))
+    optimizer = make_adamw(model, 0.5, lr_by_prefix={"0.": 0.05})  # these only say: layer 0 ten times slower
+    with tb.open_run("t", "peak", root=tmp_path) as writer:
+        train(model, optimizer, _constant(0.1, max_steps=2), batch_fn=epoch_batches(x, y, 16), writer=writer)
+    logged = tb.read_scalars(writer.logdir)
+    assert logged[logged.tag == "train/lr/decay"].value.tolist() == pytest.approx([0.1, 0.1])
+    assert logged[logged.tag == "train/lr/0.decay"].value.tolist() == pytest.approx([0.01, 0.01])
 
 
 def test_early_stopping_and_restore_best():
@@ -199,14 +205,15 @@ def test_early_stopping_across_a_resume_stops_where_an_uninterrupted_run_does(tm
     base = dict(max_steps=50, lr=0.05, eval_every=2, early_stopping_patience=3, progress=False,
                 checkpoint_every=3, checkpoint_dir=str(tmp_path / "ck"))
 
-    def run(config, resume_from=None, start=0):
+    def run(config, resume_from=None, start=0, after_update=None):
         model = _model()
         scripted = iter(losses[start:])
         return train(model, make_adamw(model, 0.05), config, batch_fn=epoch_batches(x, y, 16),
-                     eval_fn=lambda m: {"loss": next(scripted)}, resume_from=resume_from)
+                     eval_fn=lambda m: {"loss": next(scripted)}, resume_from=resume_from,
+                     after_update=after_update)
 
     straight = run(TrainConfig(**{**base, "checkpoint_dir": str(tmp_path / "straight")}))
-    first = run(TrainConfig(**base, stop_after=5))
+    first = run(TrainConfig(**base), after_update=interrupt_after(5))
     assert first.interrupted and first.eval_steps == [0, 2, 4]
     latest = ckpt.latest_checkpoint(tmp_path / "ck")
     assert ckpt.read_checkpoint(latest)["step"] == 4  # saved after step 3: evaluations at 0 and 2 behind it
@@ -268,8 +275,9 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     model = _model()
     with open_segment("t", "resumed", root=tmp_path / "runs") as writer:
         first = train(model, make_adamw(model, 0.05),
-                      TrainConfig(**config, checkpoint_every=5, checkpoint_dir=str(folder), stop_after=13),
-                      batch_fn=epoch_batches(x, y, 16), eval_fn=eval_fn, writer=writer)
+                      TrainConfig(**config, checkpoint_every=5, checkpoint_dir=str(folder)),
+                      batch_fn=epoch_batches(x, y, 16), eval_fn=eval_fn, writer=writer,
+                      after_update=interrupt_after(13))
     assert first.interrupted and first.steps_done == 13
     latest = ckpt.latest_checkpoint(folder)
     assert latest == ckpt.step_path(folder, 11)  # saved after step 10; steps 11-12 will be redone
@@ -283,6 +291,79 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
         torch.testing.assert_close(a, b)
     tb.assert_logged(tmp_path / "runs" / "t" / "resumed", {"train/loss": list(range(20)),
                                                            "val/loss": [0, 4, 8, 12, 16, 19]})
+
+
+def test_after_update_sees_each_update_and_stop_after_is_the_same_interruption():
+    x, y = _data()
+    seen = []
+
+    def after_update(step, stats):
+        seen.append((step, stats.loss))
+        return step == 3
+
+    model = _model()
+    result = train(model, make_adamw(model, 0.05), _constant(0.05, max_steps=8),
+                   batch_fn=epoch_batches(x, y, 16), after_update=after_update)
+    assert [s for s, _ in seen] == [0, 1, 2, 3] and [loss for _, loss in seen] == result.train_loss
+    assert result.interrupted and result.steps_done == 4
+    model = _model()
+    older = train(model, make_adamw(model, 0.05), _constant(0.05, max_steps=8, stop_after=4),
+                  batch_fn=epoch_batches(x, y, 16))  # TrainConfig.stop_after: the older spelling, kept
+    assert older.interrupted and older.train_loss == result.train_loss
+    model = _model()
+    ends = train(model, make_adamw(model, 0.05), _constant(0.05, max_steps=4),
+                 batch_fn=epoch_batches(x, y, 16), after_update=interrupt_after(4))
+    assert not ends.interrupted and ends.steps_done == 4  # stopping at the last update interrupts nothing
+
+
+def test_eval_fn_is_given_the_step_when_it_asks_for_it():
+    x, y = _data()
+    steps = []
+
+    def eval_fn(model, step):
+        steps.append(step)
+        return {"loss": 1.0}
+
+    model = _model()
+    result = train(model, make_adamw(model, 0.05), _constant(0.05, max_steps=12, eval_every=5),
+                   batch_fn=epoch_batches(x, y, 16), eval_fn=eval_fn)
+    assert steps == result.eval_steps == [0, 5, 10, 11]
+
+
+def test_after_backward_runs_before_clipping_and_the_step():
+    x, y = _data(16)
+    model = _model()
+    before = [p.detach().clone() for p in model.parameters()]
+    calls = []
+
+    def after_backward(m):
+        calls.append(all(p.grad is not None for p in m.parameters()))
+        for p in m.parameters():
+            p.grad.zero_()  # what the update then uses
+
+    stats = train_step(model, torch.optim.SGD(model.parameters(), lr=1.0), [(x, y)], classification_loss,
+                       grad_clip=1.0, after_backward=after_backward)
+    assert calls == [True] and stats.grad_norm == 0.0
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before, strict=True))
+
+
+def test_on_several_ranks_rank_0_saves_every_rank_waits_and_the_loss_is_averaged(tmp_path):
+    """A stand-in for ``utils.distributed.group_ranks()``: ``mean`` adds 100, as if the other rank's loss
+    were 200 higher; ``barrier`` counts. Rank 1 saves nothing but waits at every checkpoint rank 0 saves."""
+    x, y = _data()
+    counts = {}
+    for rank in (0, 1):
+        waits: list[int] = []
+        ranks = Ranks(rank=rank, size=2, mean=lambda value: value + 100.0,
+                      barrier=lambda w=waits: w.append(1))
+        folder = tmp_path / f"rank{rank}"
+        config = _constant(0.05, max_steps=6, checkpoint_every=2, checkpoint_dir=str(folder))
+        model = _model()
+        result = train(model, make_adamw(model, 0.05), config, batch_fn=epoch_batches(x, y, 16), ranks=ranks)
+        counts[rank] = (len(waits), len(ckpt.list_checkpoints(folder)), result)
+    assert counts[0][:2] == (4, 2) and counts[1][:2] == (4, 0)  # after steps 0, 2, 4, 5; 2 kept
+    assert len(counts[0][2].checkpoints) == 4 and counts[1][2].checkpoints == []
+    assert all(loss > 100 for loss in counts[1][2].train_loss)
 
 
 def test_a_fresh_segment_writes_the_start_marker_that_makes_later_purges_work(tmp_path):

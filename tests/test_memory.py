@@ -61,9 +61,16 @@ def test_measured_peak_of_a_step_lies_between_the_formulas_bounds(shape):
     estimate = memory.training_memory(config, shape[4])
     step_counters = 4 * len(list(model.parameters()))  # AdamW's step count: one fp32 number per tensor
     inputs = batch[0].nbytes + batch[1].nbytes
-    expected_before = estimate.weights + estimate.optimizer + step_counters + inputs
-    # Plus a few small tensors whose lifetime the allocator decides (measured: 0 to 16.6 kB from run to run).
-    assert 0 <= measured["before"] - expected_before <= 64 * 1024, (measured, expected_before)
+    before = measured["before_by_category"]
+    assert (before["parameter"], before["optimizer_state"], before["input"]) == (
+        estimate.weights, estimate.optimizer + step_counters, inputs), measured
+    # The rest is memory the profiler saw freed without knowing what it held: the previous step's gradients,
+    # which zero_grad frees; how much of them it sees depends on the allocator's state, and so on the tests
+    # that ran before (0 to 128 KiB measured): at most all of them, nothing else.
+    assert sum(before.values()) == measured["before"]
+    assert all(size == 0 for name, size in before.items()
+               if name not in ("parameter", "optimizer_state", "input", "unknown")), measured
+    assert 0 <= before["unknown"] <= estimate.gradients, measured
     lower = estimate.weights + estimate.optimizer + estimate.activations
     assert lower <= measured["peak"] <= estimate.total
 

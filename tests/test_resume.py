@@ -104,7 +104,7 @@ def test_sigkill_then_resume_shows_each_step_once(tmp_path, tensorboard_server):
                                      "val/loss": expected_val})
     # every flush starts a new event file; the two segments' files (named by their writer's pid) must sort
     # in the order they were written, since both TensorBoard loaders read a run's files in name order
-    writers = [int(re.search(r"\.(\d+)\.\d+(?:\.\d{4})?$", p.name).group(1))
+    writers = [int(re.search(r"\.(\d+)\.\d+(?:\.\d{6})?$", p.name).group(1))
                for p in sorted(run.glob("events.out.tfevents.*"))]
     first = writers.count(killed_pid)
     assert first > 0 and writers == [killed_pid] * first + [process.pid] * (len(writers) - first)

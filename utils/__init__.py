@@ -25,7 +25,8 @@ Training
     ``minilm``: the real pretrained all-MiniLM-L6-v2, loaded offline from its PyPI package, and fine-tuned.
     ``troubleshoot``: chapter 8's deliberately broken runs, each one setting away from a healthy reference.
     ``distributed``: data-parallel training with ``torch.distributed`` (DDP, the all-reduce by hand, FSDP),
-    the script chapter 9 launches with torchrun.
+    the script chapter 9 launches with torchrun, each rank running ``loop.train``.
+    ``torchrun``: that script's command line, and launching (or killing) it with torchrun on this machine.
     ``memory``: the memory arithmetic of training (weights, gradients, AdamW states, activations), measured.
     ``optim``: AdamW with decay on matrices only and per-group rates, and its warm-up + cosine scheduler.
     ``schedule``: the warm-up + cosine learning rate as a pure function of the step.

@@ -7,38 +7,36 @@ gradient of the whole batch: two ranks with half the batch each end with the wei
 whole batch (to float rounding). Three ways to get that all-reduce, chosen with ``--mode``:
 
 - ``ddp``: ``torch.nn.parallel.DistributedDataParallel``, which all-reduces gradients in buckets while the
-  backward pass still runs; the update is ``utils.loop.train_step`` unchanged;
+  backward pass still runs;
 - ``by-hand``: a plain backward, then ``average_gradients`` (one ``all_reduce`` per parameter, divided by the
   world size), then clip and step: the same arithmetic, written out;
 - ``fsdp``: ``torch.distributed.fsdp.fully_shard`` (ZeRO-3): each rank keeps only its shard of every
   parameter, gradient and AdamW state, and gathers the full weights layer by layer when it needs them.
 
-Logging: only rank 0 writes, and what it writes is all-reduced first (``train/loss`` is the mean over all
-ranks' rows). ``--every-rank-run`` also makes *every* rank log its own loss into one run, the mistake the
-chapter shows. Checkpoints: rank 0 saves (``utils.checkpoint``, atomic), every rank loads the same file.
+Each rank trains with the book's one loop, ``utils.loop.train``, given what data parallelism changes: its
+own rows (``shard_rows``), the loss logged as the mean over the ranks, rank 0 alone writing the log and the
+checkpoints while the others wait (``group_ranks``). ``--every-rank-run`` also makes *every* rank log its own
+loss into one run, the mistake the chapter shows. Every rank resumes from the same file, which rank 0 picks.
 
 Started as torchrun starts it (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``... in the environment)::
 
-    python -m torch.distributed.run --nproc_per_node 2 --master_addr 127.0.0.1 --master_port 29500 \\
-        -m utils.distributed --steps 20 --log-run ch09/ddp
+    python -m torch.distributed.run --nproc_per_node 2 --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:0 \\
+        --local-addr 127.0.0.1 -m utils.distributed --steps 20 --log-run ch09/ddp
 
-Without those variables it runs as one process (world size 1), for the reference run in a notebook.
-``--device cuda`` puts each rank on GPU ``LOCAL_RANK`` with the nccl backend (not run on the book's
-machine, which has no GPU).
+(``utils.torchrun`` holds the flags and launches it so). Without those variables it runs as one process
+(world size 1), for the reference run in a notebook. ``--device cuda`` puts each rank on GPU ``LOCAL_RANK``
+(``backend_for``: nccl for the gradients).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import dataclasses
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,68 +44,67 @@ import torch
 import torch.distributed as dist
 
 from utils import checkpoint as ckpt
-from utils import hooks, loop, validate
-from utils.batches import random_windows, to_device
-from utils.evaluation import lm_loss
+from utils import loop, validate
+from utils.batches import random_windows
+from utils.evaluation import LossFn, lm_loss
 from utils.gpt import GPT, GPTConfig
-from utils.optim import make_adamw, make_scheduler
+from utils.optim import make_adamw
 
 MODES = ("ddp", "by-hand", "fsdp")
 
 
+def _small_model() -> GPTConfig:
+    return GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=2, n_embd=64, dropout=0.0)
+
+
+def _short_training() -> loop.TrainConfig:
+    return loop.TrainConfig(max_steps=20, lr=3e-3, min_lr=3e-4, warmup_steps=2, grad_clip=1.0, units="tokens",
+                            progress=False, desc="rank")
+
+
 @dataclass
 class DistConfig:
-    """One data-parallel run. ``global_batch`` windows of ``block_size`` tokens per update, split evenly over
-    the ranks; ``log_run`` is ``"<chapter>/<run>"`` for ``tb.open_run`` (rank 0 only), ``""`` for no log."""
+    """One data-parallel run: the model (``GPTConfig``: 2 layers, 2 heads, 64-dim, context 32, no dropout,
+    which would draw other masks on every rank), the loop (``TrainConfig``: 20 updates, peak lr 3e-3 after 2
+    warm-up steps, cosine to 3e-4; its ``device`` is ``"cpu"``, or ``"cuda"``: each rank on GPU
+    ``LOCAL_RANK``), and what data parallelism adds. ``global_batch`` windows of ``model.block_size``
+    tokens per update, split evenly over the ranks; ``log_run`` is ``"<chapter>/<run>"`` for
+    ``tb.open_run`` (rank 0 only), ``""`` for no log; ``every_rank_run`` the run every rank writes to."""
 
-    steps: int = 20
+    model: GPTConfig = field(default_factory=_small_model)
+    training: loop.TrainConfig = field(default_factory=_short_training)
     global_batch: int = 16
-    block_size: int = 32
-    n_layer: int = 2
-    n_head: int = 2
-    n_embd: int = 64
-    lr: float = 3e-3
-    warmup_steps: int = 2
-    grad_clip: float = 1.0
     seed: int = 0
     mode: str = "ddp"
-    device: str = "cpu"  # "cpu", or "cuda": each rank on GPU LOCAL_RANK (torchrun sets it), with nccl
     log_run: str = ""
     every_rank_run: str = ""
-    checkpoint_every: int = 0
-    checkpoint_dir: str = ""
     resume: bool = False
-    flush_every_step: bool = False  # put each step on disk at once (for a test that kills the run)
+    flush_every_step: bool = False  # put each step on disk at once (for a run that will be killed)
     weights_out: str = ""
     summary_out: str = ""
 
     def __post_init__(self) -> None:
-        for name, minimum in {"steps": 1, "global_batch": 1, "warmup_steps": 0, "seed": 0,
-                              "checkpoint_every": 0}.items():
-            validate.check_whole(name, getattr(self, name), minimum)
-        validate.check_number("lr", self.lr, 0.0, above=True)
-        validate.check_number("grad_clip", self.grad_clip, 0.0, above=True)
+        if not isinstance(self.model, GPTConfig) or not isinstance(self.training, loop.TrainConfig):
+            raise ValueError("DistConfig takes model=GPTConfig(...) and training=TrainConfig(...), got "
+                             f"{type(self.model).__name__} and {type(self.training).__name__}")
+        validate.check_whole("global_batch", self.global_batch, 1)
+        validate.check_whole("seed", self.seed, 0)
         validate.check_choice("mode", self.mode, MODES)
-        validate.check_choice("device", self.device, ("cpu", "cuda"))  # cuda: each rank takes GPU LOCAL_RANK
-        self.gpt(vocab_size=1)  # block_size, n_layer, n_head, n_embd: GPTConfig's own checks
-        if self.warmup_steps > self.steps:
-            raise ValueError(f"warmup_steps={self.warmup_steps} is more than steps={self.steps}: the warm-up "
-                             "must end by the last update; shorten the warm-up or train for more steps")
+        validate.check_choice("device", self.training.device, ("cpu", "cuda"))
         for name in ("log_run", "every_rank_run"):
             value = getattr(self, name)
             if value and (value.count("/") != 1 or not all(value.split("/"))):
                 raise ValueError(f"{name}={value!r} is not allowed: give '<chapter>/<run>', e.g. 'ch09/ddp' "
                                  "(or '' for no log)")
-        if self.mode == "fsdp" and (self.checkpoint_every or self.resume):
+        if self.mode == "fsdp" and (self.training.checkpoint_every or self.resume):
             raise ValueError("this script saves whole-model checkpoints; an FSDP run would need sharded ones "
                              "(torch.distributed.checkpoint): run mode='fsdp' without checkpoint_every and resume")
-        if (self.checkpoint_every or self.resume) and not self.checkpoint_dir:
-            what = f"checkpoint_every={self.checkpoint_every}" if self.checkpoint_every else "resume"
-            raise ValueError(f"{what} needs checkpoint_dir (--checkpoint-dir): say where the checkpoints go")
+        if self.resume and not self.training.checkpoint_dir:
+            raise ValueError("resume needs checkpoint_dir: say where the checkpoints to resume from are")
 
-    def gpt(self, vocab_size: int) -> GPTConfig:
-        return GPTConfig(vocab_size=vocab_size, block_size=self.block_size, n_layer=self.n_layer,
-                         n_head=self.n_head, n_embd=self.n_embd, dropout=0.0)
+    def with_training(self, **changes: Any) -> DistConfig:
+        """A copy with some ``TrainConfig`` fields changed, e.g. ``config.with_training(max_steps=12)``."""
+        return dataclasses.replace(self, training=dataclasses.replace(self.training, **changes))
 
 
 # --------------------------------------------------------------------------------------------- the pieces
@@ -144,57 +141,68 @@ def average_gradients(model: torch.nn.Module) -> None:
 
 
 def mean_over_ranks(value: float) -> float:
-    """The mean of a number over all ranks (every rank gets it): what rank 0 should log."""
-    _, world_size = world()
-    if world_size == 1:
+    """The mean of a number over all ranks (every rank gets it): what rank 0 logs. The number travels as a
+    CPU tensor, carried by the process group's CPU backend (gloo, also on GPUs: ``backend_for``)."""
+    if not (dist.is_available() and dist.is_initialized()):
         return float(value)
     total = torch.tensor([float(value)], dtype=torch.float64)
     dist.all_reduce(total, op=dist.ReduceOp.SUM)
-    return float(total) / world_size
+    return float(total) / dist.get_world_size()
 
 
-def by_hand_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: tuple[torch.Tensor, ...],
-                 grad_clip: float) -> loop.StepStats:
-    """One data-parallel update written out: this rank's backward, the all-reduce, clip, step."""
-    optimizer.zero_grad(set_to_none=True)
-    loss, _ = lm_loss(model, batch)
-    loss.backward()
-    average_gradients(model)  # from here on every rank holds the same gradient
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
-    return loop.StepStats(loss=float(loss.detach()), metrics={}, grad_norm=float(norm))
+def group_ranks() -> loop.Ranks:
+    """This process among the ranks, as ``loop.train`` needs it: its rank and their number, the mean over
+    ranks (``mean_over_ranks``), the barrier. Without a process group: one process."""
+    rank, world_size = world()
+    if world_size == 1:
+        return loop.ONE_PROCESS
+    return loop.Ranks(rank=rank, size=world_size, mean=mean_over_ranks, barrier=dist.barrier)
+
+
+def loss_through(forward: torch.nn.Module) -> LossFn:
+    """``lm_loss`` computed by ``forward`` whatever model ``loop.train`` passes: the loop holds the plain
+    model (its checkpoints and logs name parameters without DDP's ``module.``), the forward pass goes
+    through DDP's wrapper, whose backward then all-reduces the gradients."""
+    return lambda model, batch: lm_loss(forward, batch)
 
 
 # --------------------------------------------------------------------------------------------- set-up
 
 
+def backend_for(device: str) -> str:
+    """The process group's backends: gloo on the CPU; with ``device="cuda"`` nccl for CUDA tensors (the
+    gradients) and gloo for CPU ones (the loss ``mean_over_ranks`` reduces, the objects rank 0 broadcasts),
+    which nccl alone cannot carry ("No backend type associated with device type cpu")."""
+    return "cpu:gloo,cuda:nccl" if device == "cuda" else "gloo"
+
+
 def rank_device(config: DistConfig) -> torch.device:
     """The CPU, or this rank's own GPU: ``cuda:LOCAL_RANK`` (one process per GPU of a machine)."""
-    if config.device == "cpu":
+    if config.training.device == "cpu":
         return torch.device("cpu")
     device = loop.resolve_device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")  # says so if no GPU
     torch.cuda.set_device(device)
     return device
 
 
-def _build(config: DistConfig, vocab_size: int, device: torch.device):
-    """Model (the same seed on every rank), the wrapped model the step calls, optimizer and scheduler."""
+def build_replica(config: DistConfig, vocab_size: int, device: torch.device) -> tuple[GPT, torch.nn.Module]:
+    """This rank's copy of the model, the same on every rank (the same seed), on ``device``; and what computes
+    its forward pass: DDP's wrapper, or the model itself (FSDP shards it in place, block by block)."""
+    if config.model.vocab_size != vocab_size:
+        raise ValueError(f"model.vocab_size is {config.model.vocab_size} but the tokenizer has {vocab_size} "
+                         f"tokens: set GPTConfig(vocab_size={vocab_size})")
     torch.manual_seed(config.seed)
-    model = GPT(config.gpt(vocab_size)).to(device)
-    wrapped: torch.nn.Module = model
+    model = GPT(config.model).to(device)
     if config.mode == "ddp" and world()[1] > 1:
         ids = [device.index] if device.type == "cuda" else None
-        wrapped = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-    elif config.mode == "fsdp":
+        return model, torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+    if config.mode == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
         for block in model.transformer.h:
             fully_shard(block)  # each block's weights are gathered only while it computes
         fully_shard(model)
-    optimizer = make_adamw(model, config.lr, weight_decay=0.1)
-    scheduler = make_scheduler(optimizer, lr=config.lr, min_lr=config.lr / 10,
-                               warmup_steps=config.warmup_steps, total_steps=config.steps)
-    return model, wrapped, optimizer, scheduler
+    return model, model
 
 
 def _resume_point(config: DistConfig) -> str | None:
@@ -203,31 +211,27 @@ def _resume_point(config: DistConfig) -> str | None:
     if not config.resume:
         return None
     rank, world_size = world()
-    choice = [str(ckpt.latest_checkpoint(config.checkpoint_dir) or "") if rank == 0 else ""]
+    folder = config.training.checkpoint_dir
+    choice = [str(ckpt.latest_checkpoint(folder) or "") if rank == 0 else ""]
     if world_size > 1:
         dist.broadcast_object_list(choice, src=0)
     if not choice[0]:
-        raise ckpt.CheckpointNotFoundError(f"resume: no readable checkpoint in {config.checkpoint_dir}: run "
-                                           "without --resume to start afresh")
+        raise ckpt.CheckpointNotFoundError(f"resume: no readable checkpoint in {folder}: run without --resume "
+                                           "to start afresh")
     return choice[0]
 
 
-#: The settings that decide the model's shape: a checkpoint with others cannot be resumed.
-MODEL_FIELDS = ("block_size", "n_layer", "n_head", "n_embd")
 _REMEDY = ("Resume with the settings it was written with, or start afresh: without --resume, or with another "
            "--checkpoint-dir.")
 
 
-def _load_resume(config: DistConfig, path: str, model: torch.nn.Module, optimizer: Any, scheduler: Any) -> int:
-    """Load the checkpoint every rank resumes from, once it is known to be this run's; return its step."""
+def _check_resume(config: DistConfig, path: str, model: torch.nn.Module) -> None:
+    """Refuse a checkpoint of another model (before any log is opened: nothing is changed)."""
     state = ckpt.read_checkpoint(path)
     saved = state.get("extra", {}).get("distributed")
     if saved is not None:
-        ckpt.check_same(path, "model", {k: saved.get(k) for k in MODEL_FIELDS},
-                        {k: getattr(config, k) for k in MODEL_FIELDS}, _REMEDY)
+        ckpt.check_same(path, "model", saved.get("model"), asdict(config.model), _REMEDY)
     ckpt.check_model_fits(path, state, model, _REMEDY)
-    return int(ckpt.load_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler,
-                                    restore_rng=False)["step"])
 
 
 def _writers(config: DistConfig, stack: contextlib.ExitStack, resume_from: str | None):
@@ -251,76 +255,52 @@ def _writers(config: DistConfig, stack: contextlib.ExitStack, resume_from: str |
     return writer, every
 
 
+def _after_update(config: DistConfig, writer: Any, every: Any) -> loop.AfterUpdate:
+    """After each update: every rank logs the loss of its own rows into ``every`` (the mistake); rank 0 puts
+    its log on disk when asked (``flush_every_step``) and reports the step (the line a kill waits for)."""
+    rank = world()[0]
+
+    def after_update(step: int, own: loop.StepStats) -> None:
+        if every is not None:
+            every.add_scalar("train/loss", own.loss, step)
+        if writer is not None and config.flush_every_step:
+            writer.flush()
+        if rank == 0:
+            print(f"step {step} done", flush=True)
+
+    return after_update
+
+
 # --------------------------------------------------------------------------------------------- the run
 
 
-def _step(config: DistConfig, wrapped: torch.nn.Module, optimizer: torch.optim.Optimizer,
-          batch: tuple[torch.Tensor, ...]) -> loop.StepStats:
-    if config.mode == "by-hand":
-        return by_hand_step(wrapped, optimizer, batch, config.grad_clip)
-    return loop.train_step(wrapped, optimizer, [batch], lm_loss, grad_clip=config.grad_clip)
-
-
-def _save(config: DistConfig, step: int, model: torch.nn.Module, optimizer: Any, scheduler: Any,
-          writer: Any) -> None:
-    """Rank 0 saves the state after update ``step`` (flushing its log first, as ``hooks.save_checkpoint``
-    does); the others wait, so no rank runs ahead of a checkpoint that is still being written."""
-    rank, world_size = world()
-    if rank == 0:
-        if writer is not None:
-            writer.flush()
-        path = ckpt.step_path(config.checkpoint_dir, step + 1)
-        ckpt.save_checkpoint(path, model=model, step=step + 1, optimizer=optimizer, scheduler=scheduler,
-                             extra={"distributed": asdict(config)}, include_rng=False)
-        ckpt.prune_checkpoints(config.checkpoint_dir, 2)
-    if world_size > 1:
-        dist.barrier()
-
-
-def _log(writer: Any, every: Any, step: int, loss: float, stats: loop.StepStats, lr: float,
-         rate: float) -> None:
-    if writer is not None:  # rank 0: numbers of all ranks together
-        writer.add_step_scalars({"train/loss": loss, "train/grad_norm": stats.grad_norm, "train/lr": lr,
-                                 "perf/tokens_per_s": rate}, step)
-    if every is not None:  # the mistake: every rank logs the loss of its own rows
-        every.add_scalar("train/loss", stats.loss, step)
-
-
 def train_distributed(config: DistConfig) -> dict[str, Any]:
-    """Train as this rank; return (on every rank) a summary: losses, throughput, what each rank holds."""
+    """Train as this rank with ``utils.loop.train``; return (on every rank) a summary: losses (the mean over
+    the ranks), throughput, what each rank holds."""
     from utils.pretrain import shakespeare_data
 
     rank, world_size = world()
     tokenizer, train_ids, _ = shakespeare_data()
     device = rank_device(config)
-    model, wrapped, optimizer, scheduler = _build(config, tokenizer.vocab_size, device)
+    model, forward = build_replica(config, tokenizer.vocab_size, device)
+    optimizer = make_adamw(model, config.training.lr, weight_decay=0.1)
     resume_from = _resume_point(config)
-    start = 0
-    if resume_from is not None:  # every rank loads the file rank 0 saved, before any log is opened
-        start = _load_resume(config, resume_from, model, optimizer, scheduler)
-    batch_fn = random_windows(train_ids, config.block_size, config.global_batch, config.seed)
-    losses, rates, started = {}, [], time.perf_counter()
+    if resume_from is not None:  # every rank checks the file rank 0 picked, before any log is opened
+        _check_resume(config, resume_from, model)
+    global_batch = random_windows(train_ids, config.model.block_size, config.global_batch, config.seed)
+
+    def own_rows(index: int) -> tuple[torch.Tensor, ...]:
+        return shard_rows(global_batch(index), rank, world_size)
+
     with contextlib.ExitStack() as stack:
         writer, every = _writers(config, stack, resume_from)
-        for step in range(start, config.steps):
-            tick = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
-            local = to_device(shard_rows(batch_fn(step), rank, world_size), device)
-            stats = _step(config, wrapped, optimizer, local)
-            scheduler.step()
-            loss = mean_over_ranks(stats.loss)  # a collective: every rank calls it
-            rate = config.global_batch * config.block_size / (time.perf_counter() - tick)
-            losses[step], rates = loss, rates + [rate]
-            _log(writer, every, step, loss, stats, lr, rate)
-            if writer is not None and config.flush_every_step:
-                writer.flush()
-            if rank == 0:
-                print(f"step {step} loss {loss:.4f}", flush=True)
-            if config.checkpoint_every and hooks.due(config.checkpoint_every, step, config.steps - 1):
-                _save(config, step, model, optimizer, scheduler, writer)
-    summary = _summary(config, model, optimizer, losses, rates, start)
-    summary["seconds"] = time.perf_counter() - started
-    return summary
+        result = loop.train(
+            model, optimizer, dataclasses.replace(config.training, device=str(device)), batch_fn=own_rows,
+            loss_fn=loss_through(forward), writer=writer, resume_from=resume_from,
+            extra_state={"distributed": asdict(config)},
+            after_backward=average_gradients if config.mode == "by-hand" else None,
+            after_update=_after_update(config, writer, every), ranks=group_ranks())
+    return _summary(config, model, optimizer, result)
 
 
 def _local_count(tensors) -> int:
@@ -329,7 +309,7 @@ def _local_count(tensors) -> int:
 
 
 def _summary(config: DistConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             losses: dict[int, float], rates: list[float], start: int) -> dict[str, Any]:
+             result: loop.TrainResult) -> dict[str, Any]:
     rank, world_size = world()
     states = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v) and v.ndim > 0]
     held = [(_local_count(model.parameters()), _local_count(states), os.getpid())]
@@ -341,115 +321,25 @@ def _summary(config: DistConfig, model: torch.nn.Module, optimizer: torch.optim.
             for name, t in model.state_dict().items()}  # a collective under FSDP
     if rank == 0 and config.weights_out:
         ckpt.atomic_torch_save(full, config.weights_out)
-    timed = rates[1:] if len(rates) > 1 else rates  # the first step pays one-off costs
-    return {"mode": config.mode, "world_size": world_size, "start_step": start, "steps": config.steps,
-            "losses": {str(k): v for k, v in losses.items()},
-            "tokens_per_s": float(torch.tensor(timed).median()) if timed else 0.0,
+    rates = result.step_rates  # the first update of the run left out: it pays one-off costs
+    losses = zip(result.train_steps, result.train_loss, strict=True)
+    return {"mode": config.mode, "world_size": world_size, "start_step": result.start_step,
+            "steps": config.training.max_steps, "seconds": result.elapsed_s,
+            "losses": {str(step): loss for step, loss in losses},
+            "tokens_per_s": float(torch.tensor(rates).median()) if rates else 0.0,
             "parameters": sum(t.numel() for t in full.values() if t is not full["lm_head.weight"]),
             "parameters_per_rank": [p for p, _, _ in held], "optimizer_values_per_rank": [o for _, o, _ in held],
             "pid_per_rank": [pid for _, _, pid in held]}  # which process wrote which event file
 
 
-# --------------------------------------------------------------------------------------------- launching
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now (for ``--master_port``)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def config_arguments(config: DistConfig) -> list[str]:
-    """The command-line arguments of this script that reproduce ``config``."""
-    arguments = []
-    for name, value in asdict(config).items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            arguments += [flag] if value else []
-        else:
-            arguments += [flag, str(value)]
-    return arguments
-
-
-def launch_command(nproc: int, config: DistConfig, port: int | None = None) -> list[str]:
-    """torchrun's command line for ``nproc`` ranks of this script on this machine (all on 127.0.0.1)."""
-    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
-            "--master_addr", "127.0.0.1", "--master_port", str(port or free_port()),
-            "-m", "utils.distributed", *config_arguments(config)]
-
-
-def launch_env() -> dict[str, str]:
-    """The environment of the launched ranks: one torch thread each (torchrun's default, said explicitly so
-    that it does not print a banner), gloo on the loopback interface, this repository importable."""
-    root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
-    if sys.platform.startswith("linux"):
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    return env
-
-
-def launch(nproc: int, config: DistConfig, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run ``nproc`` ranks with torchrun and wait; raise with the output's end if any rank failed."""
-    done = subprocess.run(launch_command(nproc, config), env=launch_env(), capture_output=True, text=True,
-                          timeout=timeout)
-    if done.returncode != 0:
-        raise RuntimeError(f"torchrun exited with {done.returncode}:\n{(done.stdout + done.stderr)[-3000:]}")
-    return done
-
-
-def kill_launch(process: subprocess.Popen) -> None:
-    """SIGKILL a launch started with ``launch_command``: torchrun *and* every rank it started, each by its
-    process id, as a lost machine stops them (killing torchrun alone leaves its ranks running on)."""
-    import psutil  # installed with Jupyter's kernel
-
-    ranks = psutil.Process(process.pid).children(recursive=True)
-    process.kill()
-    for rank in ranks:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            rank.kill()
-    process.wait(timeout=60)
-
-
-def _arguments(argv: Sequence[str] | None) -> tuple[DistConfig, str]:
-    parser = argparse.ArgumentParser(prog="python -m utils.distributed", description=__doc__.splitlines()[0])
-    for name, value in asdict(DistConfig()).items():
-        flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            parser.add_argument(flag, action="store_true")
-        else:
-            parser.add_argument(flag, type=type(value), default=value)
-    parser.add_argument("--backend", default=None, help="default: gloo on the CPU, nccl with --device cuda")
-    args = vars(parser.parse_args(argv))
-    backend = args.pop("backend") or ("nccl" if args["device"] == "cuda" else "gloo")
-    try:
-        config = DistConfig(**args)
-    except ValueError as exc:
-        parser.error(validate.as_flags(str(exc), args))
-    _check_surroundings(parser, config)
-    return config, backend
-
-
-def _check_surroundings(parser: argparse.ArgumentParser, config: DistConfig) -> None:
-    """What the settings alone cannot tell: the ranks torchrun started, the folders written to."""
-    ranks = os.environ.get("WORLD_SIZE", "1")
-    if ranks.isdigit() and int(ranks) > 1 and config.global_batch % int(ranks):
-        parser.error(f"argument --global-batch: {config.global_batch} rows do not split evenly over the "
-                     f"{ranks} ranks torchrun started (WORLD_SIZE={ranks}): give a multiple of {ranks}")
-    if config.checkpoint_dir and Path(config.checkpoint_dir).is_file():
-        parser.error(f"argument --checkpoint-dir: {config.checkpoint_dir!r} is a file: give a folder")
-    if config.log_run or config.every_rank_run:
-        from utils.paths import runs_dir
-
-        try:
-            runs_dir()
-        except ValueError as exc:
-            parser.error(str(exc))
+# --------------------------------------------------------------------------------------------- the script
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    config, backend = _arguments(argv)
+    """``python -m utils.distributed``: this rank's run, set by flags (``utils.torchrun.parse_arguments``)."""
+    from utils.torchrun import parse_arguments  # that module builds on this one
+
+    config, backend = parse_arguments(argv)
     launched = "WORLD_SIZE" in os.environ  # torchrun sets RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT
     if launched:
         dist.init_process_group(backend)

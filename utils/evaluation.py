@@ -15,9 +15,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from utils.batches import batch_count, to_device
+from utils.batches import Batch, batch_count, to_device
 
-Batch = Any
 LossFn = Callable[[torch.nn.Module, Batch], tuple[torch.Tensor, dict[str, float]]]
 
 

@@ -1,20 +1,30 @@
 """What the training loop does around each update, one small function each: scalars, histograms, update
-ratios, evaluation with early stopping, text samples, checkpoints, and the one rule for "every N updates".
+ratios, evaluation with early stopping, text samples, checkpoints, the one rule for "every N updates", and
+what changes when several ranks train one model (``Ranks``: the loss averaged over them, rank 0 saving).
 
 ``utils.loop.train`` calls these; each takes the writer (a ``tb.RunWriter``) and the step it writes at.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from utils import checkpoint as ckpt
 from utils import perf
+
+if TYPE_CHECKING:  # only for the annotations: utils.loop imports this module
+    from utils.loop import StepStats, TrainConfig
+    from utils.tb import RunWriter
+
+#: ``eval_fn(model)``, or ``eval_fn(model, step)`` when it has a parameter named ``step``: ``{"loss": ...}``.
+EvalFn = Callable[..., Mapping[str, float]]
 
 
 def due(every: int, step: int, last_step: int) -> bool:
@@ -29,7 +39,7 @@ def group_lrs(optimizer: torch.optim.Optimizer) -> dict[str, float]:
     return {group.get("name", f"group{i}"): float(group["lr"]) for i, group in enumerate(optimizer.param_groups)}
 
 
-def step_scalars(stats: Any, lrs: dict[str, float], rate: float, config: Any,
+def step_scalars(stats: StepStats, lrs: dict[str, float], rate: float, config: TrainConfig,
                  peak_gflops: float | None) -> dict[str, float]:
     """The scalars of one update by tag: ``train/loss`` (mean over its micro-batches), ``train/<metric>``,
     ``train/perplexity``, ``train/lr`` (the first group's; with several distinct rates also
@@ -48,20 +58,20 @@ def step_scalars(stats: Any, lrs: dict[str, float], rate: float, config: Any,
     return scalars
 
 
-def log_step(writer: Any, step: int, stats: Any, lrs: dict[str, float], rate: float, config: Any,
-             peak_gflops: float | None) -> None:
+def log_step(writer: RunWriter, step: int, stats: StepStats, lrs: dict[str, float], rate: float,
+             config: TrainConfig, peak_gflops: float | None) -> None:
     """Write ``step_scalars`` as one event (``RunWriter.add_step_scalars``: one trip through tensorboardX's
     queue per update instead of one per tag)."""
     writer.add_step_scalars(step_scalars(stats, lrs, rate, config, peak_gflops), step)
 
 
-def log_divergence(writer: Any, step: int, stats: Any) -> None:
+def log_divergence(writer: RunWriter | None, step: int, stats: StepStats) -> None:
     """Record the non-finite loss of a diverged update, where the writer accepts one (``allow_non_finite``)."""
     if writer is not None and getattr(writer, "allow_non_finite", False):
         writer.add_scalar("train/loss", stats.loss, step)
 
 
-def log_histograms(writer: Any, model: torch.nn.Module, step: int) -> None:
+def log_histograms(writer: RunWriter, model: torch.nn.Module, step: int) -> None:
     """``weights/<name>`` (after the update) and ``grads/<name>`` (the gradient it used) per parameter."""
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -76,7 +86,22 @@ def snapshot_matrices(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad and p.ndim >= 2}
 
 
-def log_update_ratios(writer: Any, model: torch.nn.Module, before: dict[str, torch.Tensor], step: int) -> None:
+def log_update(writer: RunWriter, model: torch.nn.Module, config: TrainConfig, step: int, stats: StepStats,
+               lrs: dict[str, float], rate: float, before: dict[str, torch.Tensor] | None,
+               peak_gflops: float | None) -> None:
+    """What is due at ``step``: the scalars, the histograms, the update ratios (``before``: the matrices
+    ``snapshot_matrices`` copied before the update, or None when they are not due)."""
+    last = config.max_steps - 1
+    if due(config.log_every, step, last):
+        log_step(writer, step, stats, lrs, rate, config, peak_gflops)
+    if due(config.histogram_every, step, last):
+        log_histograms(writer, model, step)
+    if before is not None:
+        log_update_ratios(writer, model, before, step)
+
+
+def log_update_ratios(writer: RunWriter, model: torch.nn.Module, before: dict[str, torch.Tensor],
+                      step: int) -> None:
     """``update_ratio/<name>`` = ||W_after - W_before|| / ||W_before|| for each matrix snapshotted."""
     params = dict(model.named_parameters())
     for name, old in before.items():
@@ -116,10 +141,12 @@ class EarlyStopping:
         self.bad_evals = int(state.get("bad_evals", 0))
 
 
-def evaluate_and_log(eval_fn: Any, model: torch.nn.Module, step: int, writer: Any,
+def evaluate_and_log(eval_fn: EvalFn, model: torch.nn.Module, step: int, writer: RunWriter | None,
                      perplexity: bool) -> dict[str, float]:
-    """Run ``eval_fn(model)``, add ``perplexity`` = exp(loss) if asked, log each as ``val/<name>``."""
-    metrics = {name: float(value) for name, value in eval_fn(model).items()}
+    """Run ``eval_fn`` (given ``step=step`` when it takes a ``step``), add ``perplexity`` = exp(loss) if
+    asked, log each as ``val/<name>``."""
+    found = eval_fn(model, step=step) if _takes_step(eval_fn) else eval_fn(model)
+    metrics = {name: float(value) for name, value in found.items()}
     if perplexity:
         metrics["perplexity"] = math.exp(min(metrics["loss"], 50.0))
     model.train()
@@ -128,21 +155,68 @@ def evaluate_and_log(eval_fn: Any, model: torch.nn.Module, step: int, writer: An
     return metrics
 
 
-def log_sample(writer: Any, sample_fn: Any, model: torch.nn.Module, step: int) -> None:
+def _takes_step(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` has a parameter named ``step``: an ``eval_fn`` that logs something of its own, at the
+    step of the evaluation (one written before the step was passed takes the model alone)."""
+    try:
+        return "step" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # a callable without a signature Python can read
+        return False
+
+
+def log_sample(writer: RunWriter, sample_fn: Callable[[torch.nn.Module], str], model: torch.nn.Module,
+               step: int) -> None:
     """``samples``: the text ``sample_fn(model)`` generates (``add_text``)."""
     writer.add_text("samples", sample_fn(model), step)
     model.train()
 
 
-def save_checkpoint(config: Any, step: int, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, stopping: EarlyStopping, writer: Any, extra_state: Any) -> Path:
+@dataclass(frozen=True)
+class Ranks:
+    """The processes that train one model together, data-parallel, as ``utils.loop.train`` needs to know them
+    (one process by default; ``utils.distributed.ranks()`` makes one from ``torch.distributed``). Each rank
+    trains on its own rows of every batch, and:
+
+    - ``rank`` 0 alone saves the checkpoints (and is the only rank given a writer);
+    - ``mean(x)`` is the mean of a number over all ranks, so that the log shows the loss of the whole batch,
+      not of one rank's rows. A collective: every rank calls it, at every update;
+    - ``barrier()`` returns once every rank has called it: after a checkpoint, so that no rank runs ahead
+      of a file still being written;
+    - ``size`` ranks each process as many examples as this one (equal shards): throughput is ``size``
+      times this rank's."""
+
+    rank: int = 0
+    size: int = 1
+    mean: Callable[[float], float] = float
+    barrier: Callable[[], None] = lambda: None
+
+
+ONE_PROCESS = Ranks()
+
+
+def over_ranks(stats: StepStats, ranks: Ranks) -> StepStats:
+    """An update's numbers for the whole batch: loss and metrics averaged over the ranks (each measured its
+    own rows); the gradient norm is the same on every rank already, computed after the all-reduce."""
+    if ranks.size == 1:
+        return stats
+    return replace(stats, loss=ranks.mean(stats.loss),
+                   metrics={name: ranks.mean(value) for name, value in stats.metrics.items()})
+
+
+def save_checkpoint(config: TrainConfig, step: int, *, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, scheduler: Any, stopping: EarlyStopping, writer: RunWriter | None,
+                    extra_state: Mapping[str, Any] | None, ranks: Ranks = ONE_PROCESS) -> Path | None:
     """Save the state after update ``step`` (it records ``step + 1``, the first update a resumed run
     executes), flushing the writer first so that the log holds everything the checkpoint says happened;
-    then delete all but the newest ``config.keep_checkpoints``."""
-    if writer is not None:
-        writer.flush()
-    extra = {"train_config": asdict(config), "train_state": stopping.state(), **dict(extra_state or {})}
-    path = ckpt.save_checkpoint(ckpt.step_path(config.checkpoint_dir, step + 1), model=model, step=step + 1,
-                                optimizer=optimizer, scheduler=scheduler, extra=extra)
-    ckpt.prune_checkpoints(config.checkpoint_dir, config.keep_checkpoints)
+    then delete all but the newest ``config.keep_checkpoints``. Rank 0 saves and returns the path, every
+    other rank None; every rank returns only once the file is written (``ranks.barrier``)."""
+    path = None
+    if ranks.rank == 0:
+        if writer is not None:
+            writer.flush()
+        extra = {"train_config": asdict(config), "train_state": stopping.state(), **dict(extra_state or {})}
+        path = ckpt.save_checkpoint(ckpt.step_path(config.checkpoint_dir, step + 1), model=model,
+                                    step=step + 1, optimizer=optimizer, scheduler=scheduler, extra=extra)
+        ckpt.prune_checkpoints(config.checkpoint_dir, config.keep_checkpoints)
+    ranks.barrier()
     return path

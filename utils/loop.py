@@ -7,6 +7,11 @@ scalars, histograms, update ratios, evaluation and early stopping, text samples,
 decides when each happens (``hooks.due``: at step 0, every N updates, and at the last one). Steps are 0-based
 update numbers: what update ``s`` measured, and the evaluation after it, are logged at step ``s``.
 
+The same loop trains data-parallel (``utils.distributed``): every rank calls ``train`` with its own rows
+(``batch_fn``), a ``Ranks`` that says how to average a number over the ranks and how to wait for them, and a
+writer on rank 0 only; ``after_backward`` is where gradients can be averaged by hand. ``after_update`` is the
+caller's own work after each update (and its way to end the run early, as ``interrupt_after`` does).
+
 ========================  ========================================================  ======================
 tag                       what                                                      when
 ========================  ========================================================  ======================
@@ -45,12 +50,10 @@ import torch
 
 from utils import checkpoint as ckpt
 from utils import hooks, perf, validate
-from utils.batches import batch_count, to_device
-from utils.evaluation import classification_loss
+from utils.batches import Batch, batch_count, to_device
+from utils.evaluation import LossFn, classification_loss
+from utils.hooks import ONE_PROCESS, Ranks
 from utils.optim import make_scheduler
-
-Batch = Any
-LossFn = Callable[[torch.nn.Module, Batch], tuple[torch.Tensor, dict[str, float]]]
 
 
 @dataclass
@@ -59,7 +62,7 @@ class TrainConfig:
     (0 = never; see ``hooks.due``)."""
 
     max_steps: int
-    lr: float = 1e-3  # the peak learning rate: the optimizer must be built with it
+    lr: float = 1e-3  # the peak learning rate: train sets the optimizer's groups from it (set_peak_lr)
     min_lr: float = 0.0  # the cosine's floor; min_lr = lr with warmup_steps = 0: a constant rate
     warmup_steps: int = 0
     grad_clip: float | None = 1.0  # max global L2 norm; None = no clipping (the norm is still logged)
@@ -79,7 +82,7 @@ class TrainConfig:
     units: str = "examples"  # what throughput counts: "examples" or "tokens"
     flops_per_unit: float | None = None  # training FLOPs per unit, for perf/mfu
     perplexity: bool = False  # also log exp(loss) as train/perplexity and val/perplexity
-    stop_after: int | None = None  # end after this many updates, as if interrupted (to demonstrate resume)
+    stop_after: int | None = None  # old spelling of train(after_update=interrupt_after(n)), kept for callers
     progress: bool = True  # a tqdm bar
     desc: str = "train"
 
@@ -162,6 +165,17 @@ class StepStats:
         return math.isfinite(self.loss) and math.isfinite(self.grad_norm)
 
 
+#: ``after_update(step, stats)``: called after each update (its logs, evaluation and checkpoint done) with
+#: this rank's own ``StepStats``; returning True ends the run there, as if it had been interrupted.
+AfterUpdate = Callable[[int, StepStats], "bool | None"]
+
+
+def interrupt_after(updates: int) -> AfterUpdate:
+    """``after_update`` that ends the run after ``updates`` updates, as a lost machine would (to demonstrate
+    resuming: the checkpoints saved so far are all that is left)."""
+    return lambda step, stats: step + 1 >= updates
+
+
 # --------------------------------------------------------------------------------------------- one update
 
 
@@ -184,11 +198,16 @@ def accumulate_gradients(model: torch.nn.Module, loss_fn: LossFn, micro_batches:
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_batches: list[Batch],
                loss_fn: LossFn, *, grad_clip: float | None = None,
-               autocast: Callable[[], Any] = contextlib.nullcontext) -> StepStats:
-    """One optimizer update from ``micro_batches`` (already on the model's device). A non-finite loss or
-    gradient norm makes no update: the weights stay as they were and ``StepStats.finite`` is False."""
+               autocast: Callable[[], Any] = contextlib.nullcontext,
+               after_backward: Callable[[torch.nn.Module], None] | None = None) -> StepStats:
+    """One optimizer update from ``micro_batches`` (already on the model's device). ``after_backward(model)``
+    runs once the gradients are complete, before clipping (``utils.distributed.average_gradients``: the
+    all-reduce written by hand). A non-finite loss or gradient norm makes no update: the weights stay as
+    they were and ``StepStats.finite`` is False."""
     optimizer.zero_grad(set_to_none=True)  # set_to_none: .grad is None, not a tensor of zeros
     stats = accumulate_gradients(model, loss_fn, micro_batches, autocast)
+    if after_backward is not None:
+        after_backward(model)  # before any early return: on several ranks it is a collective
     if not math.isfinite(stats.loss):
         return stats
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -246,39 +265,41 @@ def compute_dtype(autocast: Callable[[], Any]) -> torch.dtype:
 
 def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig, *,
           batch_fn: Callable[[int], Batch], loss_fn: LossFn = classification_loss,
-          eval_fn: Callable[[torch.nn.Module], Mapping[str, float]] | None = None, writer: Any = None,
-          resume_from: str | Path | None = None, sample_fn: Callable[[torch.nn.Module], str] | None = None,
-          peak_gflops: float | None = None, extra_state: Mapping[str, Any] | None = None) -> TrainResult:
+          eval_fn: hooks.EvalFn | None = None, writer: Any = None, resume_from: str | Path | None = None,
+          sample_fn: Callable[[torch.nn.Module], str] | None = None, peak_gflops: float | None = None,
+          extra_state: Mapping[str, Any] | None = None,
+          after_backward: Callable[[torch.nn.Module], None] | None = None,
+          after_update: AfterUpdate | None = None, ranks: Ranks = ONE_PROCESS) -> TrainResult:
     """Train ``model`` for ``config.max_steps`` updates, logging through ``writer`` (a ``tb.RunWriter``).
 
     batch_fn(i): the i-th micro-batch (i = step * grad_accum_steps + micro), e.g. ``batches.epoch_batches``.
-    loss_fn(model, batch) -> (mean loss, {metric: float}). eval_fn(model) -> {"loss": ..., ...}.
-    resume_from: a checkpoint of an earlier segment (open the writer with ``open_segment``).
-    peak_gflops: the denominator of ``perf/mfu``. extra_state: plain data saved in every checkpoint.
+    loss_fn(model, batch) -> (mean loss, {metric: float}). eval_fn(model), or eval_fn(model, step) when it
+    has a parameter named ``step`` -> {"loss": ..., ...}. The optimizer's peak learning rate is
+    ``config.lr`` (``set_peak_lr``). resume_from: a checkpoint of an earlier segment (open the writer with
+    ``open_segment``). peak_gflops: the denominator of ``perf/mfu``. extra_state: plain data saved in every
+    checkpoint. after_backward: see ``train_step``; after_update: ``AfterUpdate``; ranks: ``Ranks``.
     """
     run = _prepare(model, optimizer, config, resume_from)
-    k, last = config.grad_accum_steps, config.max_steps - 1
-    due = hooks.due
+    k, last, due = config.grad_accum_steps, config.max_steps - 1, hooks.due
+    after_update = _with_stop_after(after_update, config.stop_after)
     bar = _progress(config, run.result.start_step)
     for step in bar:
         tick = time.perf_counter()
         micro = [to_device(batch_fn(step * k + i), run.device) for i in range(k)]  # k x (B, ...)
         before = hooks.snapshot_matrices(model) if writer and due(config.update_ratio_every, step, last) else None
         lrs = hooks.group_lrs(optimizer)  # the rates this update uses
-        stats = train_step(model, optimizer, micro, loss_fn, grad_clip=config.grad_clip, autocast=run.autocast)
+        own = train_step(model, optimizer, micro, loss_fn, grad_clip=config.grad_clip, autocast=run.autocast,
+                         after_backward=after_backward)
+        stats = hooks.over_ranks(own, ranks)  # what this rank's rows gave -> what the whole batch gave
         if not stats.finite:  # divergence, handled here only: log what the writer accepts, stop
             hooks.log_divergence(writer, step, stats)
             run.result.diverged = True
             break
         run.scheduler.step()
-        rate = sum(batch_count(b, config.units) for b in micro) / (time.perf_counter() - tick)
+        rate = ranks.size * sum(batch_count(b, config.units) for b in micro) / (time.perf_counter() - tick)
         _record(run.result, step, stats.loss, rate)
-        if writer and due(config.log_every, step, last):
-            hooks.log_step(writer, step, stats, lrs, rate, config, peak_gflops)
-        if writer and due(config.histogram_every, step, last):
-            hooks.log_histograms(writer, model, step)
-        if before is not None:
-            hooks.log_update_ratios(writer, model, before, step)
+        if writer:
+            hooks.log_update(writer, model, config, step, stats, lrs, rate, before, peak_gflops)
         stop = False
         if eval_fn is not None and due(config.eval_every, step, last):
             metrics = hooks.evaluate_and_log(eval_fn, model, step, writer, config.perplexity)
@@ -288,15 +309,36 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: Trai
         if writer and sample_fn is not None and due(config.sample_every, step, last):
             hooks.log_sample(writer, sample_fn, model, step)
         if config.checkpoint_every and (due(config.checkpoint_every, step, last) or stop):
-            run.result.checkpoints.append(str(hooks.save_checkpoint(
-                config, step, model=model, optimizer=optimizer, scheduler=run.scheduler,
-                stopping=run.stopping, writer=writer, extra_state=extra_state)))
+            saved = hooks.save_checkpoint(config, step, model=model, optimizer=optimizer,
+                                          scheduler=run.scheduler, stopping=run.stopping, writer=writer,
+                                          extra_state=extra_state, ranks=ranks)
+            run.result.checkpoints += [str(saved)] if saved else []
         run.result.steps_done = step + 1
-        run.result.interrupted = config.stop_after is not None and step + 1 >= config.stop_after and step < last
+        run.result.interrupted = bool(after_update and after_update(step, own)) and step < last
         if stop or run.result.interrupted:
             break
     getattr(bar, "close", lambda: None)()
     return _finish(run, model, config, writer, peak_gflops)
+
+
+def _with_stop_after(after_update: AfterUpdate | None, stop_after: int | None) -> AfterUpdate | None:
+    """The caller's ``after_update`` and the older ``TrainConfig.stop_after`` as one: either ends the run."""
+    if stop_after is None:
+        return after_update
+    interrupt = interrupt_after(stop_after)
+    if after_update is None:
+        return interrupt
+    return lambda step, stats: bool(after_update(step, stats)) | interrupt(step, stats)  # both always called
+
+
+def set_peak_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Scale every parameter group's learning rate so that the highest is ``lr``, the run's peak: the peak
+    is given once, in ``TrainConfig.lr``, and the optimizer's own rates only say how its groups compare (a
+    body built at a tenth of the head's rate trains at a tenth of the peak)."""
+    top = max(float(group["lr"]) for group in optimizer.param_groups)
+    for group in optimizer.param_groups:
+        group["lr"] = lr * float(group["lr"]) / top if top > 0 else lr
+        group.pop("initial_lr", None)  # an earlier scheduler's record of the old peak
 
 
 # --------------------------------------------------------------------------------------------- its set-up
@@ -314,10 +356,12 @@ class _Run:
 
 def _prepare(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig,
              resume_from: str | Path | None) -> _Run:
-    """Move the model to its device, build the scheduler, restore a checkpoint (the config checked itself)."""
+    """Move the model to its device, set the peak learning rate and build the scheduler, restore a checkpoint
+    (the config checked itself)."""
     device = resolve_device(config.device)
     model.to(device)  # in place: the optimizer keeps the same parameter objects
     autocast = autocast_context(config.autocast, device)
+    set_peak_lr(optimizer, config.lr)
     scheduler = make_scheduler(optimizer, lr=config.lr, min_lr=config.min_lr,
                                warmup_steps=config.warmup_steps, total_steps=config.max_steps)
     stopping = hooks.EarlyStopping(config.early_stopping_patience, config.restore_best)

@@ -154,15 +154,22 @@ def saved_activation_bytes(model: torch.nn.Module, batch: Any,
     return sum(size for pointer, size in storages.items() if pointer not in parameters)
 
 
-def measure_step_peak(step: Callable[[], Any]) -> dict[str, int]:
+def measure_step_peak(step: Callable[[], Any]) -> dict[str, Any]:
     """Peak bytes of CPU tensors alive during ``step()`` (e.g. one ``loop.train_step``), from torch.profiler's
     memory timeline, which follows every tensor alive during the profile, those allocated before it included
-    (parameters, optimizer states). ``{"peak": bytes, "before": bytes at the first event}``.
+    (parameters, optimizer states). ``{"peak": bytes, "before": bytes at the first event,
+    "before_by_category": {category: bytes at the first event}}``, categories as the profiler names them
+    (``parameter``, ``optimizer_state``, ``input``, ``gradient``...) and ``unknown``: memory allocated before
+    the profile that it saw freed without knowing what it held. For a training step that is the previous
+    step's gradients, which ``zero_grad(set_to_none=True)`` frees: the profiler attributes some of them, how
+    many depends on the allocator's state (0 to 128 KiB of the book's GPT, measured), so "before" varies by
+    that much from run to run while the categorised parts do not.
 
     Run ``step`` once before measuring, so that AdamW's states exist, as in every step after the first.
     ``export_memory_timeline`` is deprecated in favour of CUDA's memory snapshots, which do not cover the CPU.
     """
     from torch.profiler import ProfilerActivity, profile
+    from torch.profiler._memory_profiler import _CATEGORY_TO_INDEX  # the timeline's columns
 
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
                  with_stack=True) as profiler:
@@ -173,4 +180,8 @@ def measure_step_peak(step: Callable[[], Any]) -> dict[str, int]:
         profiler.export_memory_timeline(str(path), device="cpu")
         _, sizes = json.loads(path.read_text())  # [times, [bytes per category] per time]
     totals = [sum(row) for row in sizes]
-    return {"peak": max(totals), "before": totals[0]}
+    # column 1 + i holds the category whose index is i (the timeline's column 0 stays empty)
+    names = {1 + index: category.name.lower() if category is not None else "unknown"
+             for category, index in _CATEGORY_TO_INDEX.items()}
+    by_category = {names[column]: int(size) for column, size in enumerate(sizes[0]) if column in names}
+    return {"peak": max(totals), "before": totals[0], "before_by_category": by_category}

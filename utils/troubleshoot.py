@@ -4,10 +4,13 @@ described by one ``Setting``, so that a broken run and its healthy reference dif
 
 ``digits_data`` is the data (standardised with training statistics only, or raw, or with shuffled labels,
 or with the validation set leaked into training); ``DeepMLP`` the network (depth, activation,
-initialisation, LayerNorm, residual connections, dropout); ``train_setting`` one logged run;
+initialisation and its scale, LayerNorm, residual connections, dropout); ``train_setting`` one logged run;
 ``lr_range_test`` the learning-rate range test; ``layer_gradient_norms`` the gradient of each layer on a
-fixed batch; ``step_seconds`` the time cost of the out-of-memory remedies, whose memory the formulas and
-measurements of ``utils.memory`` give.
+fixed batch; ``layer_output_stds`` the size of each layer's signal; ``step_seconds`` the time cost of the
+out-of-memory remedies, whose memory the formulas and measurements of ``utils.memory`` give.
+
+Every function that draws something takes a ``seed`` (the data split, the initial weights, the batches):
+chapter 8 passes ``env.book_seed(0)``, so that ``BOOK_SEED`` re-runs it on other draws.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class Setting:
     width: int = 64
     activation: str = "relu"  # "relu", "gelu", "tanh" or "sigmoid"
     init: str = "default"  # "default" (PyTorch's), "xavier" or "kaiming"
+    init_gain: float = 1.0  # every initial weight matrix times this (1: the init as its authors scaled it)
     norm: bool = False  # LayerNorm before each activation
     residual: bool = False  # x + f(x) in every hidden layer after the first
     dropout: float = 0.0
@@ -145,7 +149,7 @@ class DeepMLP(torch.nn.Module):
         self.head = torch.nn.Linear(setting.width, CLASSES)
         self.residual = setting.residual
         for layer in [*self.layers, self.head]:
-            _initialise(layer, setting.init)
+            initialise_linear(layer, setting.init, setting.activation, setting.init_gain)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i, (layer, norm) in enumerate(zip(self.layers, self.norms, strict=True)):
@@ -154,15 +158,27 @@ class DeepMLP(torch.nn.Module):
         return self.head(x)  # (B, 10)
 
 
-def _initialise(layer: torch.nn.Linear, init: str) -> None:
-    if init == "xavier":  # variance 2 / (fan_in + fan_out): keeps a sigmoid's or tanh's signal
-        torch.nn.init.xavier_normal_(layer.weight)
+# Xavier's variance, 2 / (fan_in + fan_out), keeps the signal of an activation whose slope at 0 is 1 (Glorot and
+# Bengio derived it for tanh); the logistic sigmoid's slope at 0 is 1/4, so its weights need 4 times the scale.
+# PyTorch's ``calculate_gain("sigmoid")`` is 1: with it, six sigmoid layers still pass back almost nothing.
+XAVIER_GAIN = {"sigmoid": 4.0}
+
+
+def initialise_linear(layer: torch.nn.Linear, init: str, activation: str = "relu", gain: float = 1.0) -> None:
+    """Draw ``layer``'s weights (and zero its bias, except for PyTorch's default), then multiply the weights
+    by ``gain``: a gain above 1 in every one of L layers multiplies the signal, and the gradient, by about
+    gain^L."""
+    if init == "xavier":  # variance 2 / (fan_in + fan_out) x XAVIER_GAIN^2 (4^2 for the sigmoid, else 1)
+        torch.nn.init.xavier_normal_(layer.weight, gain=XAVIER_GAIN.get(activation, 1.0))
     elif init == "kaiming":  # variance 2 / fan_in: keeps a ReLU's signal
         torch.nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
     elif init != "default":
         raise ValueError(f"init must be 'default', 'xavier' or 'kaiming', got {init!r}")
     if init != "default":
         torch.nn.init.zeros_(layer.bias)
+    if gain != 1.0:
+        with torch.no_grad():
+            layer.weight.mul_(gain)
 
 
 # --------------------------------------------------------------------------------------------- losses
@@ -256,6 +272,18 @@ def layer_gradient_norms(model: DeepMLP, setting: Setting, data: Data, seed: int
     grads = loop.accumulated_gradients(model, loss_function(setting.loss),
                                        [(data.x_train[rows], data.y_train[rows])])
     return np.array([float(grads[f"layers.{i}.weight"].norm()) for i in range(setting.depth)])
+
+
+def layer_output_stds(model: DeepMLP, x: torch.Tensor) -> np.ndarray:
+    """The standard deviation of each hidden layer's output (after its activation) on the inputs ``x``
+    (N, 64), without a gradient; shape (depth,). Dropout is applied as in ``model``'s current mode."""
+    stds = []
+    with torch.no_grad():
+        for i, (layer, norm) in enumerate(zip(model.layers, model.norms, strict=True)):
+            out = model.drop(model.activation(norm(layer(x))))
+            x = x + out if model.residual and i > 0 else out
+            stds.append(float(x.std()))
+    return np.array(stds)
 
 
 # --------------------------------------------------------------------------------------------- range test

@@ -46,6 +46,17 @@ def activation_for_vanishing():
     return {**KEY, "run_d": ("vanishing_gradients", "activation", "change")}
 
 
+def xavier_for_vanishing():
+    """Xavier's initialisation, scaled for the sigmoid: chapter 8's vanishing-xavier run learns."""
+    return {**KEY, "run_d": ("vanishing_gradients", "init", "change")}
+
+
+def the_right_scale_and_weight_decay():
+    """The exploding run's weights drawn at He's scale; weight decay against overfitting."""
+    return {**KEY, "run_b": ("exploding_gradients", "init_gain", "lower"),
+            "run_c": ("overfitting", "weight_decay", "raise")}
+
+
 # ---------------------------------------------------------------- lab09.diagnose_runs: wrong
 
 
@@ -77,8 +88,13 @@ def clipping_against_vanishing():
     return {**KEY, "run_d": ("vanishing_gradients", "grad_clip", "set")}
 
 
-def xavier_against_vanishing():
-    return {**KEY, "run_d": ("vanishing_gradients", "init", "change")}
+def another_init_against_exploding():
+    """The initialisation scheme is right (He's, for ReLU); its scale is what is wrong."""
+    return {**KEY, "run_b": ("exploding_gradients", "init", "change")}
+
+
+def raises_the_init_gain_of_an_exploding_run():
+    return {**KEY, "run_b": ("exploding_gradients", "init_gain", "raise")}
 
 
 def lowers_a_too_low_lr():
@@ -95,6 +111,10 @@ def lower_lr_against_nan():
 
 def dropout_against_overfitting():
     return {**KEY, "run_c": ("overfitting", "dropout", "raise")}
+
+
+def augmentation_against_overfitting():
+    return {**KEY, "run_c": ("overfitting", "augment", "set")}
 
 
 def rescales_inputs_against_shuffled_labels():
@@ -299,20 +319,24 @@ def within_one_percent_of_the_end(steps, values):
 
 CASES = {
     "lab09.diagnose_runs": Cases(
-        correct=[the_key, written_loosely, other_cures, activation_for_vanishing],
+        correct=[the_key, written_loosely, other_cures, activation_for_vanishing, xavier_for_vanishing,
+                 the_right_scale_and_weight_decay],
         wrong=[
             Wrong(too_low_called_vanishing, "small in every layer alike"),
             Wrong(vanishing_called_too_low, "yet its first layers barely move"),
             Wrong(shuffled_called_overfitting, "never fell below chance"),
-            Wrong(exploding_called_nan, "its loss does not turn NaN"),
+            Wrong(exploding_called_nan, "grew by orders of magnitude before the loss gave out"),
             Wrong(nan_called_exploding, "the loss itself computed a NaN"),
             Wrong(overfitting_called_healthy, "run_c is not healthy: it shows that the training loss"),
             Wrong(clipping_against_vanishing, "clipping does not cure vanishing gradients"),
-            Wrong(xavier_against_vanishing, "vanishing-xavier"),
+            Wrong(another_init_against_exploding, "yet not its scheme"),
+            Wrong(raises_the_init_gain_of_an_exploding_run,
+                  "not to raise: this run recorded init_gain=1.8; lower it"),
             Wrong(lowers_a_too_low_lr, "not to lower: this run recorded lr=0.0005; raise it"),
             Wrong(more_steps_at_a_too_low_lr, "about 100x as many updates"),
             Wrong(lower_lr_against_nan, "does not stop 0 / 0"),
-            Wrong(dropout_against_overfitting, "dropout 0.5 did not shrink the gap"),
+            Wrong(dropout_against_overfitting, "dropout at 0.2, 0.5 and 0.8 did not shrink the gap"),
+            Wrong(augmentation_against_overfitting, "up to one pixel left the run overfitting"),
             Wrong(rescales_inputs_against_shuffled_labels,
                   "change inputs is not what cures shuffled_labels: its healthy twin differs from it in "
                   "labels only (labels=shuffled here, paired there)"),

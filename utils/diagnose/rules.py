@@ -30,7 +30,8 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
          "division by zero, check the inputs for NaN"),
     Rule("divergence", "error", 3.0, 3, None,
          "the training loss became non-finite or rose above threshold x its start (the largest of its first "
-         "`window` points, so that a fast first drop is no rise; only for a positive start)",
+         "`window` points, so that a fast first drop is no rise; only for a positive start), or never came "
+         "back below its first value after its first `window` points (a jump in the first updates)",
          "lower the learning rate (or add warmup), clip the gradient norm, check the loss for a bad input"),
     Rule("plateau", "warning", 0.01, 10, 0.25,
          "the training loss improved by less than threshold (relative) between the `guard` fraction of the "
@@ -53,8 +54,11 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
          "the first evaluation",
          "check that inputs and labels still line up after every shuffle and split, then the learning rate "
          "(a range test) and the activations (dead units)"),
-    Rule("exploding_gradients", "warning", 10.0, 20, None,
-         "the gradient norm jumped above threshold x the median of its previous `window` points",
+    Rule("exploding_gradients", "warning", 10.0, 20, 5,
+         "the gradient norm jumped above threshold x the median of its previous `window` points (fewer at "
+         "the start: checked from its point number `guard` on, counting from 0, so that a median of at least "
+         "`guard` points is the reference) and above the largest of its first `guard` points (the noise of a "
+         "converging run jumps 10x a small median while staying below where the run started)",
          "clip the gradient norm (TrainConfig.grad_clip), lower the learning rate, add warmup or "
          "normalisation"),
     Rule("vanishing_gradients", "warning", 1e-3, 3, 0.1,
@@ -142,11 +146,24 @@ def check_divergence(tag: str, series: Series) -> list[Finding]:
     limit = rule.threshold * start if start > 0 else math.inf
     bad = np.flatnonzero(~np.isfinite(values) | (values > limit))
     if not len(bad):
-        return []
+        return _never_back_down(tag, series, rule.window)
     i = bad[0]
     how = "is not finite" if not np.isfinite(values[i]) else f"is {values[i] / start:.1f}x its start"
     return [_finding("divergence", tag, steps[i], values[i],
                      f"the loss {how} (start {start:.4g}; limit {rule.threshold:g}x) at step {steps[i]}")]
+
+
+def _never_back_down(tag: str, series: Series, window: int) -> list[Finding]:
+    """A loss that jumped in its first updates and never came back below its first value: a divergence
+    that the start (the largest of the first `window` points) hides, as a far too high rate makes it."""
+    steps, values = finite_points(series)
+    later = values[window:]
+    if len(later) < window or values[0] <= 0 or not np.all(later > values[0]):
+        return []
+    i = window + int(np.argmax(later))
+    return [_finding("divergence", tag, steps[i], values[i],
+                     f"the loss never came back below its first value {values[0]:.4g}: after step "
+                     f"{steps[window - 1]} every point is above it, up to {values[i]:.4g} at step {steps[i]}")]
 
 
 def check_plateau(tag: str, series: Series) -> list[Finding]:
@@ -169,7 +186,7 @@ def check_overfitting(tag: str, val: Series, train: Series) -> list[Finding]:
     rule = RULES["overfitting"]
     steps, values = finite_points(val)
     train_steps, train_values = finite_points(train)
-    if len(values) < 3 or not len(train_values):
+    if len(values) < 2 or not len(train_values):  # no minimum with a later evaluation
         return []
     i = int(np.argmin(values))
     best, end = float(values[i]), float(values[-1])
@@ -200,9 +217,13 @@ def check_validation_progress(tag: str, val: Series) -> list[Finding]:
 def check_exploding(tag: str, series: Series) -> list[Finding]:
     rule = RULES["exploding_gradients"]
     steps, values = finite_points(series)
-    for i in range(min(5, len(values)), len(values)):
+    first = int(rule.guard)
+    start = float(np.max(values[:first])) if len(values) else 0.0
+    for i in range(min(first, len(values)), len(values)):
         median = float(np.median(values[max(0, i - rule.window):i]))
-        if median > 0 and values[i] > rule.threshold * median:
+        # above the run's own start too: a healthy run's gradient shrinks as it converges, and its noise
+        # then jumps 10x a tiny median while staying far below where it began
+        if median > 0 and values[i] > max(rule.threshold * median, start):
             return [_finding("exploding_gradients", tag, steps[i], values[i],
                              f"the gradient norm jumped to {values[i]:.4g} at step {steps[i]}, "
                              f"{values[i] / median:.0f}x the median {median:.4g} of the points before")]
@@ -251,14 +272,14 @@ def check_stalled_layers(ratios: dict[str, Series]) -> list[Finding]:
 def check_learning_rate(tag: str, series: Series) -> list[Finding]:
     rule_warm, rule_decay = RULES["lr_never_warmed_up"], RULES["lr_never_decayed"]
     steps, values = finite_points(series)
-    if not len(values) or steps[-1] + 1 < rule_warm.window:
+    if not len(values):
         return []
-    peak, findings = float(values.max()), []
-    if values[0] >= rule_warm.threshold * peak:
+    run_steps, peak, findings = steps[-1] + 1, float(values.max()), []
+    if run_steps >= rule_warm.window and values[0] >= rule_warm.threshold * peak:
         findings.append(_finding("lr_never_warmed_up", tag, steps[0], values[0],
                                  f"the learning rate started at {values[0]:.3g}, its peak {peak:.3g}, in a run "
-                                 f"of {steps[-1] + 1} steps"))
-    if steps[-1] + 1 >= rule_decay.window and values[-1] >= rule_decay.threshold * peak:
+                                 f"of {run_steps} steps"))
+    if run_steps >= rule_decay.window and values[-1] >= rule_decay.threshold * peak:
         i = int(np.flatnonzero(values >= rule_decay.threshold * peak)[0])
         findings.append(_finding("lr_never_decayed", tag, steps[i], values[i],
                                  f"the learning rate reached its peak {peak:.3g} at step {steps[i]} and ended at"

@@ -10,22 +10,18 @@ same pictures. Chromium is ``$BOOK_BROWSER``, else ``chromium`` or ``chromium-br
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from utils.tb.showing import HOST, free_port
+from utils.tb.showing import HOST, get_json, start_server, stop_server, wait_for_server
 
 WINDOW = (1280, 900)
 HEADER_PX = 64  # TensorBoard's orange bar of dashboard names: present even when nothing else rendered
@@ -86,54 +82,34 @@ def find_browser() -> str:
     return found
 
 
-def get_json(port: int, route: str):
-    """GET ``http://127.0.0.1:PORT/ROUTE`` and decode its JSON body."""
-    with urllib.request.urlopen(f"http://{HOST}:{port}{route}", timeout=10) as response:
-        return json.loads(response.read())
-
-
 @contextmanager
 def serve(logdir: str | Path, log_path: Path) -> Iterator[tuple[int, subprocess.Popen]]:
     """Run ``tensorboard --logdir LOGDIR --host 127.0.0.1`` on a free port; yield ``(port, process)``;
     stop it (its whole process group) on exit."""
-    tensorboard = Path(sys.executable).with_name("tensorboard")  # this environment's, whatever PATH says
-    port = free_port()
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [str(tensorboard), "--logdir", str(Path(logdir).resolve()), "--host", HOST, "--port", str(port),
-             "--reload_interval", "2"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            yield port, process
-        finally:
-            os.killpg(process.pid, 15)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, 9)
-                process.wait(timeout=20)
+    port, process = start_server(logdir, log_path, "--reload_interval", "2")
+    try:
+        yield port, process
+    finally:
+        stop_server(process)
 
 
 def wait_for_runs(port: int, process: subprocess.Popen, dashboards: Sequence[Dashboard],
                   log_path: Path) -> dict[str, list[str]]:
     """Poll ``/data/runs`` until every dashboard has a run matching its pattern; return
     ``{dashboard name: [its runs]}``. Raises ``TimeoutError`` naming the dashboards still without runs."""
-    deadline = time.monotonic() + SERVER_TIMEOUT_S
     missing = [d.name for d in dashboards]
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"tensorboard exited with status {process.returncode}; see {log_path}")
-        try:
-            runs = get_json(port, "/data/runs")
-        except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
-            runs = None
-        if runs is not None:
-            shown = {d.name: sorted(r for r in runs if re.search(d.runs, r)) for d in dashboards}
-            missing = [name for name, found in shown.items() if not found]
-            if not missing:
-                return shown
-        time.sleep(1)
-    raise TimeoutError(f"after {SERVER_TIMEOUT_S} s the server still lists no run for {missing}: were the "
-                       "runs written (`make book` writes runs/ch07), and is --runs the right folder?")
+
+    def every_picture_has_runs() -> dict[str, list[str]] | None:
+        runs = get_json(port, "/data/runs")
+        shown = {d.name: sorted(r for r in runs if re.search(d.runs, r)) for d in dashboards}
+        missing[:] = [name for name, found in shown.items() if not found]
+        return None if missing else shown
+
+    shown = wait_for_server(process, every_picture_has_runs, SERVER_TIMEOUT_S, log_path)
+    if shown is None:
+        raise TimeoutError(f"after {SERVER_TIMEOUT_S} s the server still lists no run for {missing}: were the "
+                           "runs written (`make book` writes runs/ch07), and is --runs the right folder?")
+    return shown
 
 
 def picture_problem(png: str | Path) -> str | None:

@@ -1,21 +1,33 @@
 """Showing runs: ``show(logdir)`` embeds live TensorBoard in JupyterLab or Colab, reusing the server already
 running for that folder or starting one on a free port of 127.0.0.1, and draws the static plots instead when
-executed headless (the book build, CI)."""
+executed headless (the book build, CI).
+
+For programs that drive a server themselves (the screenshots, the tests): ``start_server`` on a free port,
+``wait_for_server`` until it answers what they need, ``get_json`` of a route, ``stop_server``.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
+import signal
 import socket
+import subprocess
 import sys
-from collections.abc import Sequence
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 from utils.tb.errors import RunNotFoundError
 from utils.tb.plotting import plot_scalars
 from utils.tb.reading import list_runs
 
 HOST = "127.0.0.1"  # never 0.0.0.0: the logs stay on this machine
+T = TypeVar("T")
 
 
 def is_live_notebook() -> bool:
@@ -41,6 +53,58 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
+
+
+def start_server(logdir: str | Path, log_path: str | Path, *options: str) -> tuple[int, subprocess.Popen]:
+    """``tensorboard --logdir LOGDIR --host 127.0.0.1 --port PORT OPTIONS...`` on a free port, this
+    environment's tensorboard whatever PATH says, its output into ``log_path``, in a process group of its own
+    (``stop_server`` stops everything it started). Returns ``(port, process)`` at once: see
+    ``wait_for_server``."""
+    tensorboard = Path(sys.executable).with_name("tensorboard")
+    port = free_port()
+    with open(log_path, "wb") as log:  # the server keeps its own handle
+        process = subprocess.Popen(
+            [str(tensorboard), "--logdir", str(Path(logdir).resolve()), "--host", HOST, "--port", str(port),
+             *options], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return port, process
+
+
+def get_json(port: int, route: str) -> Any:
+    """GET ``http://127.0.0.1:PORT/ROUTE`` and decode its JSON body."""
+    with urllib.request.urlopen(f"http://{HOST}:{port}{route}", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def wait_for_server(process: subprocess.Popen, ready: Callable[[], T | None], timeout_s: float,
+                    log_path: str | Path) -> T | None:
+    """Call ``ready()`` (which asks the server what it needs, e.g. ``get_json(port, "/data/runs")``) until it
+    returns something other than None, and return that; None once ``timeout_s`` have passed. A server that
+    does not answer yet counts as not ready; one that has exited raises ``RuntimeError`` naming its log."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"tensorboard exited with status {process.returncode}; see {log_path}")
+        try:
+            found = ready()
+        except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
+            found = None  # still starting: refused, or an answer cut short
+        if found is not None:
+            return found
+        time.sleep(0.5)
+    return None
+
+
+def stop_server(process: subprocess.Popen) -> int:
+    """Stop a server ``start_server`` started, its whole process group (SIGTERM, then SIGKILL after 15 s);
+    return its exit status. Stopping it again does nothing."""
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=15)
+    return process.returncode
 
 
 def _is_serving(pid: int, port: int) -> bool:

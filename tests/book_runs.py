@@ -1,0 +1,104 @@
+"""What each run the book writes was built to be, and how ``utils.diagnose``'s verdict on it is judged.
+
+Shared by ``tests/test_diagnose_book_runs.py`` (the runs of the build) and ``tests/diagnose_matrix.py``
+(the runs of every combination of the robustness matrix).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from utils import diagnose
+
+#: A fault -> the rules of which at least one names it. A broken run may get more findings (a diverging
+#: run's gradients spike too); what it must get is one that names its fault.
+FAULT_NAMES: dict[str, set[str]] = {
+    "non_finite": {"non_finite"},
+    "lr_too_high": {"divergence", "exploding_gradients", "non_finite"},
+    "lr_too_low": {"plateau", "no_validation_progress", "vanishing_gradients"},
+    "overfitting": {"overfitting"},
+    "exploding_gradients": {"exploding_gradients", "divergence", "non_finite"},
+    "vanishing_gradients": {"vanishing_gradients", "stalled_layer", "dead_layer", "plateau",
+                            "no_validation_progress"},
+    "dead_relus": {"dead_layer", "collapsed_histogram", "plateau", "no_validation_progress", "divergence"},
+    "shuffled_labels": {"no_validation_progress"},
+    "not_training": {"divergence", "plateau"},  # a series written by hand to show a dashboard
+}
+
+#: run -> (fault, why). "invisible": broken in a way no rule can see in one run's logs (said so in its
+#: chapter); the tool must then say nothing wrong about it either.
+BUILT: dict[str, tuple[str, str]] = {
+    "ch00/plain-tensorboardx": ("non_finite", "a NaN logged on purpose through plain tensorboardX"),
+    "ch04/lr_too_high": ("lr_too_high", "learning rate 10x the good run's"),
+    "ch04/lr_too_low": ("lr_too_low", "learning rate 1/100 of the good run's"),
+    "ch04/overfit": ("overfitting", "a few hundred examples, no early stopping"),
+    "ch08/exploding-no-clip": ("exploding_gradients", "the deep net without clipping"),
+    "ch08/vanishing-sigmoid": ("vanishing_gradients", "six sigmoid layers"),
+    "ch08/vanishing-clipped": ("vanishing_gradients", "six sigmoid layers, clipped: clipping is no cure"),
+    "ch08/lr-too-high": ("lr_too_high", "the reference's rate times 30"),
+    "ch08/lr-too-low": ("lr_too_low", "the reference's rate divided by 100"),
+    "ch08/overfit": ("overfitting", "100 training examples, no regularisation"),
+    "ch08/curve-50": ("overfitting", "the learning curve's smallest training set"),
+    "ch08/curve-100": ("overfitting", "the learning curve's second smallest training set"),
+    "ch08/nan-class-mean": ("non_finite", "the unguarded class-balanced loss divides by zero"),
+    "ch08/data-shuffled-labels": ("shuffled_labels", "labels shuffled apart from their inputs"),
+    "ch08/data-raw-inputs": ("invisible", "unscaled inputs: it trains, worse"),
+    "ch08/data-leaked-validation": ("invisible", "validation = training: invisible in one run"),
+    "ch07/sweep-lr=3.0": ("dead_relus", "the sweep's highest rate kills the ReLUs"),
+    "ch07/long": ("not_training", "5,000 points at 1.0 with 20 spikes to 5.0: the sampling demo"),
+    "ch07/pitfalls/ranks": ("not_training", "two ranks writing a constant: the every-rank pitfall"),
+    "lab06/run_a": ("overfitting", "40 training examples"),
+    "lab06/run_b": ("dead_relus", "learning rate 3.0"),
+    "lab06/run_d": ("invisible", "a too-low rate: its validation loss still falls 7.5 %"),
+    "lab06/run_e": ("lr_too_high", "learning rate 10.0"),
+    "lab09/run_a": ("lr_too_low", "learning rate 5e-4"),
+    "lab09/run_b": ("exploding_gradients", "the deep net without clipping"),
+    "lab09/run_c": ("overfitting", "100 training examples, no regularisation"),
+    "lab09/run_d": ("vanishing_gradients", "six sigmoid layers"),
+    "lab09/run_e": ("non_finite", "a NaN from the unguarded class-balanced loss"),
+    "lab09/run_f": ("shuffled_labels", "labels shuffled apart from their inputs"),
+}
+
+#: Healthy runs whose logs show something true that is no fault, with the rules that may say it and why.
+_SHORT = "a short fine-tuning run on one budget: its training loss stops improving within its first updates"
+TRUE_OBSERVATIONS: dict[str, tuple[set[str], str]] = {
+    "ch07/sweep-lr=1.0": ({"plateau", "overfitting"}, "a high rate of the sweep: it learns, then stalls"),
+    **{f"ch08/remedy-{name}": ({"overfitting"}, "a remedy for overfitting: it narrows the gap, not always closes it")
+       for name in ("augmentation", "dropout-0.2", "dropout-0.5", "dropout-0.8", "weight-decay-0.5",
+                    "weight-decay-2", "weight-decay-8", "early-stopping", "more-data")},
+    **{f"ch08/curve-{n}": ({"overfitting"}, "the learning curve: the fewer examples, the larger the gap")
+       for n in (200, 400, 800, 1437)},
+    "ch06/discriminative": ({"plateau"}, _SHORT),
+    "ch06/lora-r2-lr0.003": ({"plateau"}, _SHORT),
+    "ch06/lora-r2-lr0.01": ({"plateau"}, _SHORT),
+    "ch06/lora-r8-lr0.003": ({"plateau"}, _SHORT),
+    "ch06/lora-r8-lr0.01": ({"plateau"}, _SHORT),
+    "ch06/pretrained-n2048": ({"plateau"}, _SHORT),
+    "ch06/keras_head": ({"overfitting"}, "the Keras head's validation loss rises after its best epoch"),
+    "ch06/keras_finetune": ({"no_validation_progress"}, "fine-tuning does not improve on the head it starts from"),
+    "ch06/keras_finetune_bn_training": ({"no_validation_progress"}, "the BatchNorm trap: no better than its head"),
+}
+
+
+def verdicts(reports: Mapping[str, diagnose.RunReport]) -> list[str]:
+    """Every run whose findings contradict what it is: a broken run whose fault no finding names, a healthy
+    run with a finding, an invisible fault or a true observation that drew another finding."""
+    wrong = []
+    for run, report in sorted(reports.items()):
+        got = {f.rule for f in report.findings}
+        evidence = "; ".join(f"{f.rule} ({f.tag} step {f.step} value {f.value:.4g})" for f in report.findings)
+        if run in BUILT:
+            fault, why = BUILT[run]
+            if fault == "invisible":
+                if got:
+                    wrong.append(f"{run} ({why}): no rule can see its fault, yet the tool says {evidence}")
+            elif not got & FAULT_NAMES[fault]:
+                wrong.append(f"{run} ({why}): no finding names {fault} "
+                             f"({sorted(FAULT_NAMES[fault])}); got {evidence or 'nothing'}")
+        elif run in TRUE_OBSERVATIONS:
+            allowed, why = TRUE_OBSERVATIONS[run]
+            if got - allowed:
+                wrong.append(f"{run} (healthy: {why}): false alarm {evidence}")
+        elif got:
+            wrong.append(f"{run} (healthy): false alarm {evidence}")
+    return wrong
