@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import json
 import pkgutil
 import re
 import tomllib
@@ -168,3 +169,12 @@ def test_each_chapter_states_its_own_measured_cost_under_the_set_up(path):
     cells = read(path).cells
     assert "**Cost:**" in cells[0].source and "make bench-notebooks" in cells[0].source
     assert cells[2].cell_type == "code" and f'costs.notebook_cost("book/{path.stem}")' in cells[2].source
+
+
+@pytest.mark.parametrize("path", notebooks.notebooks(), ids=lambda p: p.name)
+def test_committed_notebook_is_what_strip_writes(path):
+    """make test executes the notebooks in place and strips them again: that must give back the committed
+    file byte for byte, or every make test leaves the tree modified."""
+    nb = nbformat.read(path, as_version=4)
+    assert path.read_text(encoding="utf-8") == json.dumps(notebooks.strip(nb), indent=1, ensure_ascii=False) + "\n", \
+        f"{path.name} is not as `make strip` writes it: run make strip and commit"

@@ -133,6 +133,8 @@ def strip(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
             cell.metadata.pop(key, None)
     for key in ("widgets", "toc"):
         nb.metadata.pop(key, None)
+    if "language_info" in nb.metadata:  # an execution adds the kernel's version and lexer: keep the name
+        nb.metadata["language_info"] = {"name": nb.metadata["language_info"].get("name", "python")}
     return nb
 
 
