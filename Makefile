@@ -13,12 +13,13 @@ INSTALLED := $(VENV)/.installed-$(INSTALL_HASH)
 export TF_CPP_MIN_LOG_LEVEL := 1
 ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root,)
 
-.PHONY: help install browser book executed-book check robustness test lint tensorboard lab strip sync-bootstrap lock pretrained benchmarks bench-notebooks screenshots clean
+.PHONY: help install browser book executed-book check random-order robustness test lint tensorboard lab strip sync-bootstrap lock pretrained benchmarks bench-notebooks screenshots clean
 
 help:
 	@echo "make book         build the HTML book into _build/html (executes every notebook)"
 	@echo "make test         the whole suite: lint, every notebook (once, under nbmake), the built book, all tests"
 	@echo "make check        lint and the fast tests (not marked slow): the edit-test loop, under 3 minutes"
+	@echo "make random-order the fast tests in a shuffled order (SEED=<n> repeats one): finds order dependencies"
 	@echo "make robustness   every notebook under other seeds, threads and CPU kernels (what changed since its record)"
 	@echo "make lab          JupyterLab on this repository (127.0.0.1)"
 	@echo "make tensorboard  TensorBoard on runs/ (127.0.0.1:6006)"
@@ -95,10 +96,15 @@ test: install browser lint executed-book
 check: install lint
 	$(PY) -m pytest tests -m "not slow" -p no:cacheprovider -q --durations=10
 
+# The fast tests in a shuffled order (pytest-randomly; the seed is printed: rerun one order with
+# SEED=<n>): a test that passes only after another one set something up fails here.
+random-order: install
+	$(PY) -m pytest tests -m "not slow" -p no:cacheprovider -q -p randomly $(if $(SEED),--randomly-seed=$(SEED))
+
 # Every notebook under other seeds, thread counts and CPU kernels (benchmarks/robustness.py); only those
 # whose code changed since their record, or failed, run again (the whole matrix: 88 executions).
 robustness: install
-	$(PY) -m benchmarks.robustness --jobs 2
+	$(PY) -m benchmarks.robustness --jobs 1
 	$(PY) -m benchmarks.report
 
 lint: install
@@ -131,6 +137,7 @@ pretrained: install
 # Measurements, never part of `make test`: each writes benchmarks/results/<name>.json, then the README's tables.
 benchmarks: install
 	$(PY) -m benchmarks.train_throughput
+	$(if $(NANOGPT),$(PY) -m benchmarks.vs_nanogpt --nanogpt $(NANOGPT),@echo "vs_nanogpt skipped: give NANOGPT=<a nanoGPT checkout>")
 	$(PY) -m benchmarks.logging_overhead
 	$(PY) -m benchmarks.scaling
 	$(PY) -m benchmarks.notebooks

@@ -7,7 +7,7 @@ e.g. torchrun's ranks), from ``getrusage(RUSAGE_CHILDREN)``. Peak memory: the la
 over the kernel's process tree, sampled every 0.2 s (a peak shorter than that can be missed).
 
     python -m benchmarks.notebooks                                  # every notebook of book/ and labs/
-    python -m benchmarks.notebooks --only book/09_scaling.ipynb labs/lab10_scaling.ipynb
+    python -m benchmarks.notebooks --only book/09_scaling.ipynb labs/lab09_scaling.ipynb
 """
 
 from __future__ import annotations

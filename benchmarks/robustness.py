@@ -55,12 +55,19 @@ class Combination:
 # kernels; TensorFlow with and without oneDNN. The published book (seed 0, the chapters' own threads,
 # native kernels) is what `make test` executes.
 COMBINATIONS: tuple[Combination, ...] = (
-    Combination("seed1-avx2-t2", {"BOOK_SEED": "1", "ATEN_CPU_CAPABILITY": "avx2", "BOOK_THREADS": "2"}),
+    Combination("seed1-avx2-t2", {"BOOK_SEED": "1", "ATEN_CPU_CAPABILITY": "avx2", "BOOK_THREADS": "2",
+                                  "OMP_NUM_THREADS": "2"}),
     Combination("seed2-default-t1-nodnn", {"BOOK_SEED": "2", "ATEN_CPU_CAPABILITY": "default",
-                                           "BOOK_THREADS": "1", "TF_ENABLE_ONEDNN_OPTS": "0"}),
-    Combination("seed0-default-t4", {"BOOK_SEED": "0", "ATEN_CPU_CAPABILITY": "default", "BOOK_THREADS": "4"}),
-    Combination("seed2-native-t2-nodnn", {"BOOK_SEED": "2", "BOOK_THREADS": "2", "TF_ENABLE_ONEDNN_OPTS": "0"}),
+                                           "BOOK_THREADS": "1", "OMP_NUM_THREADS": "1",
+                                           "TF_ENABLE_ONEDNN_OPTS": "0"}),
+    Combination("seed0-default-t4", {"BOOK_SEED": "0", "ATEN_CPU_CAPABILITY": "default", "BOOK_THREADS": "4",
+                                     "OMP_NUM_THREADS": "4"}),
+    Combination("seed2-native-t2-nodnn", {"BOOK_SEED": "2", "BOOK_THREADS": "2", "OMP_NUM_THREADS": "2",
+                                          "TF_ENABLE_ONEDNN_OPTS": "0"}),
 )
+# BOOK_THREADS is the thread count of the notebooks that choose one (env.threads); OMP_NUM_THREADS is the
+# default torch starts with, so the notebooks that keep torch's default (one thread per core) play a
+# machine with that many cores.
 
 MARKER = "ROBUSTNESS-VALUES:"
 # Appended to the executed copy (never to the notebook): the top-level numbers the notebook left behind.
@@ -214,6 +221,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             parser.error(f"argument {flag}: {folder!r} is a file: give a folder (created when missing)")
     load_start, machine, started = record.load_average(), record.machine(), time.perf_counter()
     rec = load_record(args.out_dir)
+    rec["notebooks"] = {name: entry for name, entry in rec["notebooks"].items() if (ROOT / name).exists()}
     jobs = due(bench_notebooks.notebooks(args.only), rec, args.all)
     print(f"{len(jobs)} execution(s) to run, {args.jobs} at a time", flush=True)
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:

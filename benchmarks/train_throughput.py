@@ -1,4 +1,4 @@
-"""Training throughput of the book's GPT and training step against nanoGPT's published CPU recipe.
+"""Training throughput of the book's GPT and training step, at nanoGPT's CPU recipe and larger.
 
 What is timed: one optimizer update exactly as the book's loop makes it, ``utils.loop.train_step`` (zero the
 gradients, forward, backward, clip the global norm, AdamW step) plus drawing its batch
@@ -9,7 +9,10 @@ the run, taken before and after each configuration). FLOPs per token: ``utils.gp
 ``estimate_mfu`` formula ``6 N + 12 L H Q T`` (N = parameters without the position embedding), for the
 book's runs and nanoGPT's figures alike.
 
-nanoGPT is not a dependency: its figures are constants below, with their source.
+Each configuration is timed in rounds (``--repeats``), the order of the configurations reversed every round,
+and every timed step is kept: the table gives the median and the quartiles of all of them, and the spread of
+the rounds' medians, because the same step measured minutes apart on a shared machine differs by tens of
+per cent. Step time against nanoGPT's own code is ``benchmarks.vs_nanogpt`` (both run side by side).
 
     python -m benchmarks.train_throughput                  # the full benchmark (about 3 minutes)
     python -m benchmarks.train_throughput --configs nanogpt-cpu --threads 1 --max-seconds 5
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -43,12 +47,6 @@ NANOGPT_README = {
                "--log_interval=1 --block_size=64 --batch_size=12 --n_layer=4 --n_head=4 --n_embd=128 "
                "--max_iters=2000 --lr_decay_iters=2000 --dropout=0.0",
     "iterations": 2000, "minutes": 3, "val_loss": 1.88, "machine": "a MacBook CPU (model not stated)",
-}
-#: nanoGPT run with that command on this project's machine (2 cores), eager mode, torch's default threads.
-NANOGPT_HERE = {
-    "source": "shared/notes/findings.md, 'Speed of this CPU' (measured on a quiet machine)",
-    "ms_per_step": 100.0, "tokens_per_s": 7655.0, "mfu": 0.56, "peak_gflops": 70.0,
-    "val_loss": 1.886, "val_loss_after_s": 219,
 }
 #: nanoGPT's train_shakespeare_char.py optimizer settings (the speed does not depend on them; kept equal).
 LR, WEIGHT_DECAY, BETAS, GRAD_CLIP = 1e-3, 0.1, (0.9, 0.99), 1.0
@@ -167,39 +165,39 @@ def profile(config: BenchConfig, train_ids: torch.Tensor, threads: int, steps: i
 
 def measure_all(configs: Sequence[BenchConfig], threads: Sequence[int], args: argparse.Namespace,
                 train_ids: torch.Tensor) -> list[dict[str, Any]]:
-    """Every configuration at every thread count; MFU against the best peak seen at that thread count."""
+    """Every configuration at every thread count, ``args.repeats`` rounds (the order reversed every round);
+    MFU against the best matmul peak seen at that thread count."""
     peaks: dict[int, list[float]] = {count: [] for count in threads}
+    pairs = [(config, count) for config in configs for count in threads]
+    rounds: dict[tuple[str, int], list[dict[str, Any]]] = {(c.name, n): [] for c, n in pairs}
+    for round_index in range(args.repeats):
+        for config, count in pairs if round_index % 2 == 0 else reversed(pairs):
+            peaks[count].append(matmul_peak(count, args.peak_size))
+            rounds[config.name, count].append(
+                time_steps(config, train_ids, args.warmup, args.steps, args.max_seconds))
     rows = []
-    for config in configs:
-        for count in threads:
-            peaks[count].append(matmul_peak(count, args.peak_size))
-            timing = time_steps(config, train_ids, args.warmup, args.steps, args.max_seconds)
-            peaks[count].append(matmul_peak(count, args.peak_size))
-            rows.append({"config": config.name, **config.shape(), "threads": count,
-                         "load_1min": (record.load_average() or [math.nan])[0], **timing})
-    for row in rows:
-        gpt = CONFIGS[row["config"]].model
-        tokens = row["batch_size"] * row["block_size"]
-        row["parameters_non_embedding"] = parameter_count_formula(gpt, non_embedding=True)
-        row["flops_per_token"] = flops_per_token(gpt)
-        row["tokens_per_s"] = tokens / row["step_s_median"]
-        row["model_gflops_per_s"] = row["tokens_per_s"] * row["flops_per_token"] / 1e9
-        row["peak_gflops"] = max(peaks[row["threads"]])
-        row["mfu"] = perf.mfu(row["tokens_per_s"], row["flops_per_token"], row["peak_gflops"])
+    for config, count in pairs:
+        rows.append(_row(config, count, rounds[config.name, count], max(peaks[count])))
     return rows
 
 
-def compare_with_nanogpt(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The book at nanoGPT's recipe, at its fastest thread count of this run, against nanoGPT's figure on this
-    machine (which ran at torch's default thread count: nanoGPT sets none)."""
-    reference = [row for row in rows if row["config"] == REFERENCE]
-    if not reference:
-        return None
-    book = max(reference, key=lambda row: row["tokens_per_s"])
-    return {"book_threads": book["threads"], "book_tokens_per_s": book["tokens_per_s"], "book_mfu": book["mfu"],
-            "book_peak_gflops": book["peak_gflops"],
-            "tokens_per_s_ratio": book["tokens_per_s"] / NANOGPT_HERE["tokens_per_s"],
-            "mfu_ratio": book["mfu"] / NANOGPT_HERE["mfu"]}
+def _row(config: BenchConfig, threads: int, rounds: list[dict[str, Any]], peak: float) -> dict[str, Any]:
+    """One configuration at one thread count: every timed step of every round, their quartiles, the rounds'
+    medians, and what follows from the median (tokens/s, model GFLOP/s, MFU)."""
+    samples = [t for timing in rounds for t in timing["step_s_samples"]]
+    q1, median, q3 = statistics.quantiles(samples, n=4) if len(samples) >= 2 else (samples[0],) * 3
+    tokens = config.batch_size * config.model.block_size
+    row = {"config": config.name, **config.shape(), "threads": threads,
+           "load_1min": (record.load_average() or [math.nan])[0], "rounds": len(rounds),
+           "steps_timed": len(samples), "step_s_median": median, "step_s_q1": q1, "step_s_q3": q3,
+           "round_medians_s": [record.median(t["step_s_samples"]) for t in rounds],
+           "last_loss": rounds[-1]["last_loss"], "step_s_samples": samples,
+           "parameters_non_embedding": parameter_count_formula(config.model, non_embedding=True),
+           "flops_per_token": flops_per_token(config.model), "tokens_per_s": tokens / median,
+           "peak_gflops": peak}
+    row["model_gflops_per_s"] = row["tokens_per_s"] * row["flops_per_token"] / 1e9
+    row["mfu"] = perf.mfu(row["tokens_per_s"], row["flops_per_token"], peak)
+    return row
 
 
 # --------------------------------------------------------------------------------------------- the tables
@@ -209,36 +207,31 @@ def _shape(config: dict[str, Any]) -> str:
     return f"{config['n_layer']}/{config['n_head']}/{config['n_embd']}"
 
 
-def throughput_table(rows: list[dict[str, Any]], comparison: dict[str, Any] | None,
-                     machine: dict[str, Any]) -> dict[str, Any]:
-    columns = ["configuration", "layers/heads/dim", "context", "batch", "threads", "ms/step (median)",
-               "tokens/s", "model GFLOP/s", "matmul peak GFLOP/s", "MFU", "load (1 min)"]
+def throughput_table(rows: list[dict[str, Any]], machine: dict[str, Any]) -> dict[str, Any]:
+    columns = ["configuration", "layers/heads/dim", "context", "batch", "threads", "ms/step median (q1-q3)",
+               "rounds' medians ms", "tokens/s", "model GFLOP/s", "matmul peak GFLOP/s", "MFU", "load (1 min)"]
     cells = [[row["config"], _shape(row), row["block_size"], row["batch_size"], row["threads"],
-              f"{row['step_s_median'] * 1e3:.1f}", f"{row['tokens_per_s']:,.0f}",
+              f"{row['step_s_median'] * 1e3:.1f} ({row['step_s_q1'] * 1e3:.1f}-{row['step_s_q3'] * 1e3:.1f})",
+              ", ".join(f"{m * 1e3:.1f}" for m in row["round_medians_s"]), f"{row['tokens_per_s']:,.0f}",
               f"{row['model_gflops_per_s']:.1f}", f"{row['peak_gflops']:.1f}", f"{row['mfu']:.0%}",
               f"{row['load_1min']:.2f}"] for row in rows]
-    here = NANOGPT_HERE
     nanogpt_flops = flops_per_token(CONFIGS[REFERENCE].model)
-    cells.append(["nanoGPT (findings.md)", "4/4/128", 64, 12, "default", f"{here['ms_per_step']:.1f}",
-                  f"{here['tokens_per_s']:,.0f}", f"{here['tokens_per_s'] * nanogpt_flops / 1e9:.1f}",
-                  f"{here['peak_gflops']:.1f}", f"{here['mfu']:.0%}", "quiet"])
+    n_reference = parameter_count_formula(CONFIGS[REFERENCE].model, non_embedding=True)
     notes = [f"FLOPs per token: utils.gpt.flops_per_token = nanoGPT's estimate_mfu formula 6N + 12·L·H·Q·T "
-             f"(N = parameters without the position embedding; {nanogpt_flops:,} at nanoGPT's recipe), for "
-             "both; model GFLOP/s = tokens/s × that; MFU = model GFLOP/s / fp32 matmul peak measured in "
-             "this run at the same thread count.",
+             f"(N = parameters without the position embedding: {n_reference:,} at nanoGPT's recipe, "
+             f"which makes {nanogpt_flops:,} FLOPs per token); "
+             "model GFLOP/s = tokens/s × that; MFU = model GFLOP/s / the best fp32 matmul peak (n × n) "
+             "measured in this run at the same thread count. MFU depends on the machine and on the size "
+             "of the peak's matmul, as the step time does: compare it within one run only.",
+             "Step time: median and quartiles of every timed step of every round; the rounds' medians show "
+             "how much the machine moved between rounds.",
              f"Load average (1, 5, 15 min) at start {machine['load_average_start']}, at end "
              f"{machine['load_average_end']}, on {machine['cpus_usable']} usable CPUs ({machine['cpu']}): "
              "a busy machine gives lower numbers.",
-             f"nanoGPT row: {NANOGPT_HERE['source']}; its README: {NANOGPT_README['iterations']:,} iterations "
-             f"in about {NANOGPT_README['minutes']} minutes to val loss {NANOGPT_README['val_loss']} on "
-             f"{NANOGPT_README['machine']}."]
-    if comparison is not None:
-        notes.append(f"The book at nanoGPT's recipe (its fastest here: {comparison['book_threads']} thread(s)) "
-                     f"against nanoGPT's figure: {comparison['tokens_per_s_ratio']:.2f}× its tokens/s, "
-                     f"{comparison['mfu_ratio']:.2f}× its MFU. That figure was measured on a machine whose "
-                     f"matmul peak was {NANOGPT_HERE['peak_gflops']:.0f} GFLOP/s, against "
-                     f"{comparison['book_peak_gflops']:.0f} in this run: the tokens/s ratio compares machines as much as code, MFU removes the machine. "
-                     "nanoGPT is not installed here, so the two were not run side by side.")
+             f"nanoGPT's README: {NANOGPT_README['iterations']:,} iterations of its CPU recipe in about "
+             f"{NANOGPT_README['minutes']} minutes to val loss {NANOGPT_README['val_loss']} on "
+             f"{NANOGPT_README['machine']}. Its step against the book's, on one machine: "
+             "python -m benchmarks.vs_nanogpt."]
     return record.table("Training throughput: loop.train_step, fp32, bias-free GPT, dropout 0", columns,
                         cells, notes)
 
@@ -267,6 +260,8 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=validate.whole_number(1), default=60, help="timed steps at most")
     parser.add_argument("--max-seconds", type=validate.decimal(0, above=True), default=12.0,
                         help="stop timing a configuration once its timed steps took this long (>= 3 steps)")
+    parser.add_argument("--repeats", type=validate.whole_number(1), default=3,
+                        help="rounds over every configuration, the order reversed every round")
     parser.add_argument("--profile-steps", type=validate.whole_number(0), default=5, help="0: no profile")
     parser.add_argument("--profile-threads", type=validate.whole_number(1), default=1)
     parser.add_argument("--peak-size", type=validate.whole_number(1), default=1024,
@@ -287,18 +282,17 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None) -> dict[str, Any]:
     rows = measure_all(configs, args.threads, args, train_ids)
     summary = profile(configs[0], train_ids, args.profile_threads, args.profile_steps) if args.profile_steps else None
     header = record.provenance(NAME, argv, machine, load_start, started)
-    comparison = compare_with_nanogpt(rows)
-    tables = [throughput_table(rows, comparison, header["machine"])]
+    tables = [throughput_table(rows, header["machine"])]
     if summary is not None:
         tables.append(profile_table(summary))
     return {**header,
             "settings": {"dtype": "float32", "warmup_steps": args.warmup, "max_timed_steps": args.steps,
-                         "max_seconds": args.max_seconds, "peak_matmul_size": args.peak_size, "lr": LR,
+                         "max_seconds": args.max_seconds, "repeats": args.repeats, "peak_matmul_size": args.peak_size, "lr": LR,
                          "weight_decay": WEIGHT_DECAY, "betas": list(BETAS), "grad_clip": GRAD_CLIP},
             "flops_formula": "utils.gpt.flops_per_token: 6*N + 12*L*H*Q*T, N = parameters without the "
                              "position embedding (nanoGPT's estimate_mfu)",
             "results": rows, "profile": summary,
-            "nanogpt": {"readme": NANOGPT_README, "measured_here": NANOGPT_HERE, "book_vs_nanogpt": comparison},
+            "nanogpt": {"readme": NANOGPT_README},
             "tables": tables}
 
 

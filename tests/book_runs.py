@@ -47,16 +47,16 @@ BUILT: dict[str, tuple[str, str]] = {
     "ch07/sweep-lr=3.0": ("dead_relus", "the sweep's highest rate kills the ReLUs"),
     "ch07/long": ("not_training", "5,000 points at 1.0 with 20 spikes to 5.0: the sampling demo"),
     "ch07/pitfalls/ranks": ("not_training", "two ranks writing a constant: the every-rank pitfall"),
-    "lab06/run_a": ("overfitting", "40 training examples"),
-    "lab06/run_b": ("dead_relus", "learning rate 3.0"),
-    "lab06/run_d": ("invisible", "a too-low rate: its validation loss still falls 7.5 %"),
-    "lab06/run_e": ("lr_too_high", "learning rate 10.0"),
-    "lab09/run_a": ("lr_too_low", "learning rate 5e-4"),
-    "lab09/run_b": ("exploding_gradients", "the deep net without clipping"),
-    "lab09/run_c": ("overfitting", "50 training examples, no regularisation"),
-    "lab09/run_d": ("vanishing_gradients", "six sigmoid layers"),
-    "lab09/run_e": ("non_finite", "a NaN from the unguarded class-balanced loss"),
-    "lab09/run_f": ("shuffled_labels", "labels shuffled apart from their inputs"),
+    "lab04b/run_a": ("overfitting", "40 training examples"),
+    "lab04b/run_b": ("dead_relus", "learning rate 3.0"),
+    "lab04b/run_d": ("invisible", "a too-low rate: its validation loss still falls 7.5 %"),
+    "lab04b/run_e": ("lr_too_high", "learning rate 10.0"),
+    "lab08/run_a": ("lr_too_low", "learning rate 5e-4"),
+    "lab08/run_b": ("exploding_gradients", "the deep net without clipping"),
+    "lab08/run_c": ("overfitting", "50 training examples, no regularisation"),
+    "lab08/run_d": ("vanishing_gradients", "six sigmoid layers"),
+    "lab08/run_e": ("non_finite", "a NaN from the unguarded class-balanced loss"),
+    "lab08/run_f": ("shuffled_labels", "labels shuffled apart from their inputs"),
 }
 
 #: Healthy runs whose logs show something true that is no fault, with the rules that may say it and why.
@@ -68,15 +68,18 @@ TRUE_OBSERVATIONS: dict[str, tuple[set[str], str]] = {
                     "weight-decay-2", "weight-decay-8", "early-stopping", "more-data")},
     **{f"ch08/curve-{n}": ({"overfitting"}, "the learning curve: the fewer examples, the larger the gap")
        for n in (200, 400, 800, 1437)},
-    "ch06/discriminative": ({"plateau"}, _SHORT),
-    "ch06/lora-r2-lr0.003": ({"plateau"}, _SHORT),
-    "ch06/lora-r2-lr0.01": ({"plateau"}, _SHORT),
-    "ch06/lora-r8-lr0.003": ({"plateau"}, _SHORT),
-    "ch06/lora-r8-lr0.01": ({"plateau"}, _SHORT),
-    "ch06/pretrained-n2048": ({"plateau"}, _SHORT),
-    "ch06/keras_head": ({"overfitting"}, "the Keras head's validation loss rises after its best epoch"),
-    "ch06/keras_finetune": ({"no_validation_progress"}, "fine-tuning does not improve on the head it starts from"),
-    "ch06/keras_finetune_bn_training": ({"no_validation_progress"}, "the BatchNorm trap: no better than its head"),
+    **{f"ch06/{name}-s{seed}": (rules, why) for name, (rules, why) in {
+        **{name: ({"plateau"}, _SHORT) for name in (
+            "discriminative", "frozen", "lora-r8-lr0.003", "lora-r8-lr0.01", "sft-masked", "sft-unmasked",
+            "adapt-bible", "adapt-replay", "minilm_head",
+            *(f"{start}-n{n}" for start in ("pretrained", "random") for n in (60, 240, 480)))},
+        "keras_head": ({"overfitting"}, "the Keras head's validation loss rises after its best epoch"),
+        "keras_scratch": ({"overfitting", "no_validation_progress"},
+                          "a network trained from scratch on 30 labelled images: it memorises them"),
+        "keras_finetune": ({"no_validation_progress"}, "fine-tuning does not improve on the head it starts from"),
+        "keras_finetune_bn_training": ({"no_validation_progress"},
+                                       "the BatchNorm trap: no better than its head"),
+    }.items() for seed in range(3)},
 }
 
 

@@ -122,6 +122,10 @@ COMMANDS = [
     row("report-result-not-json", f"{REPORT} results_bad", "broken.json", "not JSON"),
     row("report-readme-without-markers", "benchmarks.report --results-dir results_ok --readme readme_bad.md "
         "--main-readme readme_good.md", "argument --readme", "readme_bad.md", "exactly one"),
+    row("vs-nanogpt-no-checkout", "benchmarks.vs_nanogpt --nanogpt empty_dir", "argument --nanogpt",
+        "has no model.py"),
+    row("vs-nanogpt-pairs-too-few", "benchmarks.vs_nanogpt --nanogpt empty_dir --pairs 2", "argument --pairs",
+        ">= 4"),
     row("robustness-jobs-zero", "benchmarks.robustness --jobs 0", "--jobs 0", "at least 1"),
     row("robustness-unknown-notebook", "benchmarks.robustness --only book/nope.ipynb", "argument --only",
         "book/nope.ipynb"),

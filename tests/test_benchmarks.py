@@ -14,8 +14,8 @@ from benchmarks import logging_overhead, record, report, scaling, train_throughp
 from benchmarks import notebooks as bench_notebooks
 from utils import costs
 
-TINY = ["--configs", "tiny", "--threads", "1", "--warmup", "1", "--steps", "3", "--profile-steps", "2",
-        "--peak-size", "256"]
+TINY = ["--configs", "tiny", "--threads", "1", "--warmup", "1", "--steps", "3", "--repeats", "2",
+        "--profile-steps", "2", "--peak-size", "256"]
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +43,12 @@ def test_throughput_numbers_are_positive_and_mfu_plausible(throughput):
     result, _, _ = throughput
     (row,) = result["results"]
     assert (row["config"], row["threads"], row["n_layer"]) == ("tiny", 1, 1)
-    assert row["steps_timed"] == 3 and row["steps_warmup"] == 1
-    samples = row["step_s_samples"]  # the timed steps, in order: the statistics recomputed from them
-    assert len(samples) == 3 and len(set(samples)) == 3 and all(t > 0 for t in samples)
-    assert row["step_s_median"] == statistics.median(samples) and row["step_s_min"] == min(samples)
+    assert row["steps_timed"] == 6 and row["rounds"] == 2  # 3 timed steps in each of 2 rounds
+    samples = row["step_s_samples"]  # every timed step: the statistics recomputed from them
+    assert len(samples) == 6 and len(set(samples)) == 6 and all(t > 0 for t in samples)
+    q1, median, q3 = statistics.quantiles(samples, n=4)
+    assert (row["step_s_q1"], row["step_s_median"], row["step_s_q3"]) == (q1, median, q3)
+    assert row["round_medians_s"] == [statistics.median(samples[:3]), statistics.median(samples[3:])]
     for key in ("step_s_median", "tokens_per_s", "model_gflops_per_s", "peak_gflops", "flops_per_token"):
         assert row[key] > 0 and math.isfinite(row[key]), key
     assert 0 < row["mfu"] < 1.5
@@ -99,14 +101,25 @@ def test_table_rejects_a_row_of_the_wrong_width():
         record.table("t", ["a", "b", "c"], [["1", "2"]])
 
 
-def test_nanogpt_comparison_takes_the_books_fastest_thread_count():
-    rows = [{"config": train_throughput.REFERENCE, "threads": threads, "tokens_per_s": rate, "mfu": mfu,
-             "peak_gflops": peak} for threads, rate, mfu, peak in ((1, 9000.0, 0.6, 80.0), (2, 3000.0, 0.1, 130.0))]
-    rows.append({"config": "medium", "threads": 1, "tokens_per_s": 1e9, "mfu": 1.0, "peak_gflops": 80.0})
-    comparison = train_throughput.compare_with_nanogpt(rows)
-    assert comparison["book_threads"] == 1 and comparison["book_peak_gflops"] == 80.0
-    assert comparison["tokens_per_s_ratio"] == pytest.approx(9000 / train_throughput.NANOGPT_HERE["tokens_per_s"])
-    assert train_throughput.compare_with_nanogpt(rows[2:]) is None
+def test_throughput_rounds_reverse_the_order_and_keep_every_step(monkeypatch):
+    """Round 0 runs the (configuration, threads) pairs in order, round 1 in reverse, and each row gathers
+    the timed steps of all its rounds."""
+    order = []
+
+    def fake_time_steps(config, train_ids, warmup, steps, max_seconds):
+        order.append((config.name, torch.get_num_threads()))
+        return {"step_s_samples": [0.1 * len(order)], "last_loss": 1.0}
+
+    monkeypatch.setattr(train_throughput, "time_steps", fake_time_steps)
+    monkeypatch.setattr(train_throughput, "matmul_peak", lambda threads, size: torch.set_num_threads(threads)
+                        or 50.0)
+    args = train_throughput._arguments(["--configs", "tiny,nanogpt-cpu", "--threads", "1", "--repeats", "2"])
+    threads = torch.get_num_threads()
+    rows = train_throughput.measure_all([train_throughput.CONFIGS["tiny"], train_throughput.CONFIGS["nanogpt-cpu"]],
+                                        [1], args, torch.arange(1000))
+    torch.set_num_threads(threads)
+    assert [name for name, _ in order] == ["tiny", "nanogpt-cpu", "nanogpt-cpu", "tiny"]
+    assert rows[0]["step_s_samples"] == pytest.approx([0.1, 0.4]) and rows[0]["rounds"] == 2
 
 
 # --------------------------------------------------------------------------------------------- the others
@@ -227,3 +240,96 @@ def test_the_committed_notebook_costs_cover_every_notebook_and_each_ran():
     assert set(rows) == expected
     assert all(row["ok"] and row["wall_s"] > 0 and row["peak_rss_mib"] > 0 for row in rows.values())
     assert all(len(row["code_sha256"]) == 16 for row in rows.values())
+
+
+# ------------------------------------------------------------------------------------------- vs nanoGPT
+
+#: A stand-in for a nanoGPT checkout's model.py with nanoGPT's interface (GPTConfig fields, GPT(config),
+#: forward(idx, targets) -> (logits, loss), configure_optimizers printing as nanoGPT's does), built on the
+#: book's GPT, so the two sides must agree to rounding.
+FAKE_NANOGPT = '''
+from dataclasses import dataclass
+
+import torch
+
+from utils.gpt import GPT as BookGPT
+from utils.gpt import GPTConfig as BookConfig
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024
+    vocab_size: int = 50304
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0
+    bias: bool = True
+
+
+class GPT(BookGPT):
+    def __init__(self, config):
+        super().__init__(BookConfig(**vars(config)))
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        print("num decayed parameter tensors: ...")
+        decay = [p for p in self.parameters() if p.dim() >= 2]
+        rest = [p for p in self.parameters() if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas)
+'''
+
+
+@pytest.fixture(scope="module")
+def versus(tmp_path_factory):
+    from benchmarks import vs_nanogpt
+
+    checkout = tmp_path_factory.mktemp("nanogpt")
+    (checkout / "model.py").write_text(FAKE_NANOGPT)
+    out_dir = tmp_path_factory.mktemp("results")
+    threads = torch.get_num_threads()
+    vs_nanogpt.main(["--nanogpt", str(checkout), "--threads", "1", "--warmup", "1", "--pairs", "4",
+                     "--loss-every", "2", "--out-dir", str(out_dir)])
+    assert torch.get_num_threads() == threads, "the benchmark must restore the caller's thread count"
+    return json.loads((out_dir / "vs_nanogpt.json").read_text())
+
+
+def test_vs_nanogpt_times_both_and_compares_their_losses(versus):
+    (row,) = versus["results"]
+    assert row["threads"] == 1 and row["pairs"] == 4
+    for side in ("book_ms", "nanogpt_ms", "speed_ratio"):
+        q1, median, q3 = row[side]
+        assert 0 < q1 <= median <= q3, side
+    assert len(row["samples"]["book_s"]) == len(row["samples"]["nanogpt_s"]) == 4
+    assert row["loss_steps"] == [0, 2, 4]  # 1 warm-up + 4 pairs = 5 steps each, every 2nd and the last
+    # the stand-in is the book's model: same seed, same batches, the same losses to rounding
+    assert row["largest_loss_difference"] < 1e-4
+    assert all(math.isfinite(loss) for loss in row["book_loss"] + row["nanogpt_loss"])
+    assert "nanoGPT checkout" in " ".join(versus["tables"][0]["notes"])
+
+
+def test_vs_nanogpt_ratio_is_nanogpts_time_over_the_books_pair_by_pair():
+    from benchmarks import vs_nanogpt
+
+    found = {"book": {"times": [1.0, 2.0, 1.0, 2.0], "losses": [3.0, 2.0, 1.0, 0.5]},
+             "nanogpt": {"times": [2.0, 2.0, 3.0, 2.0], "losses": [3.0, 2.5, 1.0, 0.5]}}
+    row = vs_nanogpt.summarise(found, threads=2, loss_every=2)
+    assert row["speed_ratio"][1] == pytest.approx(statistics.median([2.0, 1.0, 3.0, 1.0]))
+    assert row["largest_loss_difference"] == pytest.approx(0.5)
+    assert row["loss_steps"] == [0, 2, 3]
+
+
+def test_vs_nanogpt_alternates_the_order_and_gives_both_the_same_batch():
+    from benchmarks import vs_nanogpt
+
+    calls = []
+
+    def side(name):
+        def step(x, y):
+            calls.append((name, int(x)))
+            return 0.0
+        return step
+
+    vs_nanogpt.interleave({"a": side("a"), "b": side("b")}, lambda i: (torch.tensor(i), None), warmup=1,
+                          pairs=3)
+    assert calls == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("b", 2), ("a", 2), ("a", 3), ("b", 3)]

@@ -125,3 +125,20 @@ def test_each_chapter_page_states_its_measured_cost(pages):
         line = costs.notebook_cost(f"book/{path.stem}", results).removeprefix("**Cost:** ")
         text = unescape(re.sub(r"<[^>]+>", "", pages[path]))
         assert f"Cost: {line.split('`')[0]}" in text, f"{path.name}: the page does not show {line!r}"
+
+
+def test_the_appendix_shows_every_benchmark_table_as_a_table(pages):
+    """Each table of every committed benchmark result is an HTML ``<table>`` in the built appendix, with its
+    column headings, not a paragraph of pipes."""
+    from utils import costs
+
+    html = pages[ROOT / "book" / "appendix_benchmarks.ipynb"]
+    results = costs.load_results()
+    titles = [table["title"] for result in results.values() for table in result["tables"]]
+    assert titles, "no benchmark result is committed: nothing for the appendix to show"
+    assert html.count("<table") >= len(titles), f"{html.count('<table')} tables for {len(titles)} results"
+    assert "|---|" not in html and "| --- |" not in html
+    for result in results.values():
+        for table in result["tables"]:
+            first = table["columns"][0]
+            assert f"<th>{first}</th>" in html or f"<th>{costs._inline(first)}</th>" in html, table["title"]

@@ -6,7 +6,7 @@ said on one machine: the same assertions hold under the robustness matrix's seed
 It reads the ``runs/`` tree that the notebooks write (``make test`` executes every notebook first). A
 chapter that adds a run on purpose adds one line to ``BUILT``: run (relative to ``runs/``) -> the fault it
 was built with. Every run not listed is healthy. Labs 0-5 write runs only once solved (``if ready(...)``),
-all healthy; labs 6 and 9 write their runs as shipped, so they are listed here.
+all healthy; labs 4b and 8 write their runs as shipped, so they are listed here.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
-"""``utils.finetune_data`` and ``utils.finetune``: the exact behaviour chapter 6 relies on.
+"""``utils.chapters.ch06_verses`` and ``utils.chapters.ch06_finetuning``: the exact behaviour chapter 6 relies on.
 
 What each test guards against: a character policy that lets an unknown character through or drops more
 than it names; padding in the wrong place; a prompt mask off by one (a prompt target scored, or the first
 answer target skipped); pooling that lets padding in or pools the wrong positions; a strategy that trains
 the wrong parameters; memory figures that do not match the trainable parameters; greedy decoding that
-reads the logits of the wrong position.
+reads the logits of the wrong position; a validation split that overlaps the training or test rows; seed
+statistics or a standard error of a difference computed with the wrong formula.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from utils import finetune, finetune_data, lora
+from utils import lora, memory
+from utils.chapters import ch06_finetuning as finetune
+from utils.chapters import ch06_verses as finetune_data
+from utils.chapters.ch06_verses import IGNORE_INDEX, PAD
 from utils.evaluation import classification_loss
-from utils.finetune_data import IGNORE_INDEX, PAD
 from utils.gpt import GPT, GPTConfig
 from utils.loop import train_step
 from utils.tokenizers import CharTokenizer
@@ -92,6 +95,46 @@ def test_division_split_is_stratified_disjoint_and_fixed():
     assert finetune_data.division_labels(["Law", "Revelation"]).tolist() == [0, 9]
 
 
+def test_three_way_split_is_disjoint_stratified_and_keeps_the_two_way_test_rows():
+    verses = pd.DataFrame({"text": [f"v{i}" for i in range(200)],
+                           "division": ["Law"] * 120 + ["Acts"] * 60 + ["Revelation"] * 20})
+    train, val, test = finetune_data.train_val_test_split(verses, val_size=0.25, test_size=0.2)
+    assert (len(train), len(val), len(test)) == (120, 40, 40)
+    assert val.division.value_counts().to_dict() == {"Law": 24, "Acts": 12, "Revelation": 4}
+    assert test.division.value_counts().to_dict() == {"Law": 24, "Acts": 12, "Revelation": 4}
+    indices = [set(part.index) for part in (train, val, test)]
+    assert not (indices[0] & indices[1] or indices[0] & indices[2] or indices[1] & indices[2])
+    _, two_way_test = finetune_data.division_split(verses, test_size=0.2)
+    assert list(test.index) == list(two_way_test.index)
+
+
+# ------------------------------------------------------------------------------------------- across seeds
+
+
+def test_across_seeds_gives_each_seed_the_mean_sd_and_spread():
+    table = finetune.across_seeds({"a": [0.2, 0.3, 0.4], "b": [0.5, 0.5, 0.5]})
+    assert list(table.columns) == ["s0", "s1", "s2", "mean", "sd", "spread"]
+    assert table.loc["a", "mean"] == pytest.approx(0.3) and table.loc["a", "sd"] == pytest.approx(0.1)
+    assert table.loc["a", "spread"] == pytest.approx(0.2) and table.loc["b", "sd"] == 0
+    with pytest.raises(ValueError, match="same number of seeds"):
+        finetune.across_seeds({"a": [0.1, 0.2], "b": [0.1, 0.2, 0.3]})
+    with pytest.raises(ValueError, match="at least 2"):
+        finetune.across_seeds({"a": [0.1]})
+
+
+def test_standard_error_of_a_difference_adds_the_sample_and_the_seeds():
+    assert finetune.accuracy_difference_se(0.3, 512) == pytest.approx((2 * 0.3 * 0.7 / 512) ** 0.5)
+    assert 0.028 < finetune.accuracy_difference_se(0.3, 512) < 0.029
+    # larger than one accuracy's standard error by sqrt(2); largest at p = 0.5
+    assert finetune.accuracy_difference_se(0.3, 512) > finetune.accuracy_difference_se(0.1, 512)
+    sample = finetune.accuracy_difference_se(0.3, 512)
+    assert finetune.mean_difference_se(0.3, 512, 0.0, 0.0, 3) == pytest.approx(sample)
+    both = finetune.mean_difference_se(0.3, 512, 0.03, 0.04, 3)
+    assert both == pytest.approx((sample**2 + (0.03**2 + 0.04**2) / 3) ** 0.5)
+    with pytest.raises(ValueError):
+        finetune.accuracy_difference_se(1.5, 512)
+
+
 # ------------------------------------------------------------------------------------------- classifier
 
 
@@ -149,7 +192,7 @@ def test_measured_memory_follows_the_trainable_parameters():
         model = finetune.GPTClassifier(small_gpt(), K)
         optimizer = finetune.prepare_strategy(model, strategy, 1e-3)
         train_step(model, optimizer, [batch], classification_loss)
-        held[strategy] = finetune.measure_training_memory(model, optimizer, classification_loss, batch)
+        held[strategy] = memory.measure_training_memory(model, optimizer, classification_loss, batch)
         trainable = lora.trainable_parameter_count(model)
         tensors = sum(1 for p in model.parameters() if p.requires_grad)
         assert held[strategy].weights == 4 * (CONFIG.n_embd * K + K + GPT(CONFIG).num_parameters())

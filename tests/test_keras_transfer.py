@@ -1,20 +1,21 @@
-"""``utils.keras_transfer``: the two digit tasks, and BatchNorm's behaviour when a base is unfrozen.
+"""``utils.chapters.ch06_keras``: the two digit tasks, and BatchNorm's behaviour when a base is unfrozen.
 
 What each test guards against: target images that are also source images or an unbalanced few-label set
 (data), an ``unfreeze`` that leaves BatchNorm trainable (its moving statistics move during training), a
-copy that shares variables with the original, a ``fit_logged`` whose validation is not logged per epoch.
+copy that shares variables with the original, a ``fit_logged`` whose validation is not logged per epoch, a
+seeded head whose initial weights depend on what ran before it.
 ``test_training_false_is_overridden_by_fit_mode`` pins the Keras 3 behaviour chapter 6 reports: if a
 Keras release starts honouring ``base(x, training=False)``, this fails and the chapter's box must change.
 """
 
 from __future__ import annotations
 
+import keras  # pinned in requirements.txt: a broken install must fail, not skip
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from utils import keras_transfer, tb  # noqa: E402 (after the skip: keras is optional for the rest)
+from utils import tb
+from utils.chapters import ch06_keras as keras_transfer
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +69,16 @@ def test_training_false_is_overridden_by_fit_mode(data):
     before = keras_transfer.batchnorm_statistics(base)
     model(data.target[0], training=True)
     assert np.abs(keras_transfer.batchnorm_statistics(base) - before).max() > 0
+
+
+def test_a_seeded_head_starts_from_the_same_weights_whatever_ran_before():
+    base = keras_transfer.make_base(seed=0, width=4)
+    first = keras_transfer.make_classifier(base, 10, seed=7).get_layer("head").get_weights()
+    keras.random.uniform((3,))  # draws from the global generator in between
+    again = keras_transfer.make_classifier(base, 10, seed=7).get_layer("head").get_weights()
+    other = keras_transfer.make_classifier(base, 10, seed=8).get_layer("head").get_weights()
+    np.testing.assert_array_equal(first[0], again[0])
+    assert not np.allclose(first[0], other[0])
 
 
 def test_copy_base_has_its_own_variables(data):

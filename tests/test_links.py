@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted([*ROOT.glob("book/*.ipynb"), *ROOT.glob("labs/*.ipynb")])
 SOURCES = [*NOTEBOOKS, *sorted(ROOT.glob("book/*.md"))]
 LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+\.ipynb)(#[^)\s]*)?\)")
-NUMBER_PREFIX = re.compile(r"^(Lab \d+: |\d+\. )")
+NUMBER_PREFIX = re.compile(r"^(Lab \d+[a-z]?: |\d+\. )")
 
 
 def markdown_of(path: Path) -> str:

@@ -293,7 +293,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path):
                                                            "val/loss": [0, 4, 8, 12, 16, 19]})
 
 
-def test_after_update_sees_each_update_and_stop_after_is_the_same_interruption():
+def test_after_update_sees_each_update_and_interrupt_after_is_the_same_interruption():
     x, y = _data()
     seen = []
 
@@ -307,9 +307,9 @@ def test_after_update_sees_each_update_and_stop_after_is_the_same_interruption()
     assert [s for s, _ in seen] == [0, 1, 2, 3] and [loss for _, loss in seen] == result.train_loss
     assert result.interrupted and result.steps_done == 4
     model = _model()
-    older = train(model, make_adamw(model, 0.05), _constant(0.05, max_steps=8, stop_after=4),
-                  batch_fn=epoch_batches(x, y, 16))  # TrainConfig.stop_after: the older spelling, kept
-    assert older.interrupted and older.train_loss == result.train_loss
+    again = train(model, make_adamw(model, 0.05), _constant(0.05, max_steps=8),
+                  batch_fn=epoch_batches(x, y, 16), after_update=interrupt_after(4))
+    assert again.interrupted and again.train_loss == result.train_loss
     model = _model()
     ends = train(model, make_adamw(model, 0.05), _constant(0.05, max_steps=4),
                  batch_fn=epoch_batches(x, y, 16), after_update=interrupt_after(4))

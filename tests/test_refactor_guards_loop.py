@@ -17,7 +17,7 @@ from utils import checkpoint as ckpt
 from utils import hooks, tb
 from utils.batches import epoch_batches
 from utils.evaluation import classification_loss, evaluate
-from utils.loop import TrainConfig, train
+from utils.loop import TrainConfig, interrupt_after, train
 from utils.optim import make_adamw
 
 
@@ -57,16 +57,17 @@ def test_early_stopping_resumed_with_bad_evaluations_pending_stops_where_the_str
     base = dict(max_steps=30, lr=0.05, eval_every=1, early_stopping_patience=3, checkpoint_every=3,
                 progress=False)
 
-    def run(folder, resume_from=None, start=0, **changes):
+    def run(folder, resume_from=None, start=0, after_update=None):
         model = _model()
         scripted = iter(losses[start:])
-        config = TrainConfig(**base, checkpoint_dir=str(tmp_path / folder), **changes)
+        config = TrainConfig(**base, checkpoint_dir=str(tmp_path / folder))
         return train(model, make_adamw(model, 0.05), config, batch_fn=epoch_batches(x, y, 16),
-                     eval_fn=lambda m: {"loss": next(scripted)}, resume_from=resume_from)
+                     eval_fn=lambda m: {"loss": next(scripted)}, resume_from=resume_from,
+                     after_update=after_update)
 
     straight = run("straight")
     assert straight.stopped_early and straight.eval_steps == [0, 1, 2, 3, 4] and straight.steps_done == 5
-    first = run("resumed", stop_after=4)
+    first = run("resumed", after_update=interrupt_after(4))
     assert first.interrupted and not first.stopped_early and first.steps_done == 4
     latest = ckpt.latest_checkpoint(tmp_path / "resumed")
     state = ckpt.read_checkpoint(latest)

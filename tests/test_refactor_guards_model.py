@@ -143,9 +143,9 @@ def test_the_books_sampler_switches_the_model_to_eval_mode():
 
 
 def test_greedy_continuations_decode_in_eval_mode_and_give_the_mode_back():
-    """``utils.finetune.greedy_continuations`` (the fine-tuning chapter's answers) on a model with dropout that
+    """``utils.chapters.ch06_finetuning.greedy_continuations`` (the fine-tuning chapter's answers) on a model with dropout that
     is in training mode: the answers of the same weights without dropout, and the training mode kept."""
-    from utils import finetune
+    from utils.chapters import ch06_finetuning as finetune
 
     model, plain = make(dropout=0.5), make(dropout=0.0)
     plain.load_state_dict(model.state_dict())

@@ -6,9 +6,9 @@ pulls in neither torch nor TensorFlow. One sentence per module:
 Logging and reading back
     ``tb``: write runs with tensorboardX, read them back with TensorBoard's own loader, plot and assert them.
     ``diagnose``: what went wrong in any run's logs, with the evidence (``python -m utils.diagnose runs/``).
-    ``inspection``: chapter 7's runs for every TensorBoard dashboard, and the book's runs as one table.
 Data
-    ``datasets``: the shipped corpora and tabular helpers (splits, windows, standardisation, augmentation).
+    ``datasets``: the shipped corpora, the digits, and the preprocessing chapter 1 teaches (splits, windows,
+    standardisation, augmentation).
     ``tokenizers``: the character and byte-level BPE tokenizers the book builds from scratch.
     ``batches``: ``batch_fn(i)`` factories, pure functions of the batch index, and moving batches to a device.
     ``integrity``: SHA-256 checks of the files the book ships.
@@ -20,10 +20,6 @@ Training
     ``loop``: ``train_step`` (one update) and ``train`` (the loop around it), on any device.
     ``hooks``: what the loop does around an update (logging, evaluation, early stopping, samples, checkpoints).
     ``lora``: LoRA from scratch (a frozen linear layer plus a low-rank update), checked against ``peft``.
-    ``finetune_data``, ``finetune``: chapter 6's tasks on the King James Bible and its fine-tuning strategies.
-    ``keras_transfer``: transfer learning in Keras 3 (a frozen base, a new head, BatchNorm kept in inference).
-    ``minilm``: the real pretrained all-MiniLM-L6-v2, loaded offline from its PyPI package, and fine-tuned.
-    ``troubleshoot``: chapter 8's deliberately broken runs, each one setting away from a healthy reference.
     ``distributed``: data-parallel training with ``torch.distributed`` (DDP, the all-reduce by hand, FSDP),
     the script chapter 9 launches with torchrun, each rank running ``loop.train``.
     ``torchrun``: that script's command line, and launching (or killing) it with torchrun on this machine.
@@ -41,7 +37,11 @@ The book itself
     ``paths``: where the repository, ``runs/`` and ``checkpoints/`` are.
     ``validate``: checks of settings and command-line values whose errors name the setting, value and bounds.
     ``notebooks``: the notebook conventions, as commands (strip, bootstrap cell, student copies).
-    ``checks``: the labs' checkers.
+    ``checks``: the labs' checkers (``utils.checks.lab06_finetuning`` goes with chapter 6, and so on).
+Each chapter's own experiments
+    ``chapters``: one module per chapter that needs code of its own (``ch06_finetuning``, ``ch07_dashboards``,
+    ``ch08_broken_runs``, ...), each described in ``utils/chapters/__init__.py``. The library above never
+    imports them; ``tests/test_layout.py`` checks the edges.
 """
 
 __version__ = "0.1.0"

@@ -1,15 +1,18 @@
 """What the book's code measured about itself: the latest results of ``benchmarks/`` (the JSON files each
 benchmark writes into ``benchmarks/results/``), shown as Markdown, and each notebook's own cost line.
 
-The appendix renders every result with ``result_markdown``; ``benchmarks/report.py`` writes the same text
-into ``benchmarks/README.md``; a chapter's header states its cost with ``notebook_cost("book/09_scaling")``.
+The appendix renders every result with ``result_html`` (a notebook's Markdown output is not parsed for
+tables by the book's renderer: pipes would stay pipes); ``benchmarks/report.py`` writes the same content as
+Markdown (``result_markdown``) into ``benchmarks/README.md``; a chapter's header states its cost with ``notebook_cost("book/09_scaling")``.
 A result that is missing is said to be missing, never an error: a fresh clone has not measured anything.
 """
 
 from __future__ import annotations
 
 import hashlib
+import html
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -65,6 +68,37 @@ def result_markdown(result: dict[str, Any], heading: str = "###") -> str:
             f"torch {machine['torch']}, load average {machine.get('load_average_start')} at start "
             f"and {machine.get('load_average_end')} at end, with `{result['command']}`.\n\n"
             + tables_markdown(result["tables"]))
+
+
+def _inline(text: str) -> str:
+    """Escaped HTML of one line of the tables' text, with ``code`` spans and **bold** kept."""
+    escaped = html.escape(text)
+    escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
+
+
+def tables_html(tables: Sequence[dict[str, Any]]) -> str:
+    """The same tables as ``tables_markdown``, as HTML: a bold title, a ``<table>``, its notes as a list."""
+    parts = []
+    for item in tables:
+        head = "".join(f"<th>{_inline(column)}</th>" for column in item["columns"])
+        body = "".join("<tr>" + "".join(f"<td>{_inline(cell)}</td>" for cell in row) + "</tr>"
+                       for row in item["rows"])
+        notes = "".join(f"<li>{_inline(note)}</li>" for note in item.get("notes", []))
+        parts.append(f"<p><strong>{_inline(item['title'])}</strong></p>\n<table>\n<thead><tr>{head}</tr>"
+                     f"</thead>\n<tbody>{body}</tbody>\n</table>\n" + (f"<ul>{notes}</ul>\n" if notes else ""))
+    return "\n".join(parts)
+
+
+def result_html(result: dict[str, Any], heading: str = "h2") -> str:
+    """``result_markdown`` as HTML, for a notebook's output: the heading, where and how it was measured,
+    then its tables."""
+    machine = result["machine"]
+    where = (f"Measured {result['date']} on {machine['cpu']} ({machine['cpus_usable']} usable CPUs), "
+             f"torch {machine['torch']}, load average {machine.get('load_average_start')} at start "
+             f"and {machine.get('load_average_end')} at end, with `{result['command']}`.")
+    return (f"<{heading}>{_inline(result['benchmark'])}</{heading}>\n<p>{_inline(where)}</p>\n"
+            + tables_html(result["tables"]))
 
 
 def code_digest(notebook: str | Path) -> str:

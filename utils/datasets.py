@@ -6,14 +6,18 @@ Text
     ``train_val_split_text`` (contiguous: the last ``val_fraction`` is validation), ``SlidingWindowDataset``
     (next-token examples ``x = ids[i:i+T]``, ``y = ids[i+1:i+T+1]``), and the same windows batched by torch
     (``torch_window_loader``) and by ``tf.data`` (``tf_window_dataset``) in an order both share.
+    ``shakespeare_data``: the 90 % / 10 % split as token tensors, with a character tokenizer fitted on the
+    training part only: what the book's GPT trains on.
     ``load_kjv``: the King James Bible (31,103 verses, SHA-256 verified), with each verse's book and its
     division (``KJV_DIVISIONS``: Law, History, Wisdom, Prophets, Gospels, Epistles...), for fine-tuning.
 Tabular
     ``inject_missing`` (missing completely at random) and ``Standardizer`` (per-feature mean and standard
     deviation fitted on the training split, NaN-aware, missing values imputed with the training mean).
 Images
-    ``augment_images`` (random shifts, small rotations and Gaussian noise for small grey images such as
-    scikit-learn's 8x8 digits).
+    ``load_digits_pixels``: scikit-learn's 1,797 handwritten 8x8 digits (shipped with scikit-learn), the one
+    loader every chapter uses; ``digits_split``: the shuffled 1,200 / 597 split of chapters 4 and 7 and their
+    labs, as tensors. ``augment_images`` (random shifts, small rotations and Gaussian noise for small grey
+    images such as these digits).
 
 Nothing here imports torch or TensorFlow at import time; the functions that need one import it when called.
 """
@@ -51,6 +55,19 @@ def load_tinyshakespeare(path: str | Path | None = None, expected_sha256: str = 
                  "with `git checkout -- utils/data/tinyshakespeare.txt` or reinstall the package; every number "
                  "in the book depends on the exact bytes.")
     return path.read_text(encoding="utf-8")
+
+
+def shakespeare_data(val_fraction: float = 0.1):
+    """``(tokenizer, train_ids, val_ids)``: the contiguous 90 % / 10 % split of Tiny Shakespeare as 1-D int64
+    tensors, with a ``CharTokenizer`` fitted on the *training* split only (split before you fit)."""
+    import torch
+
+    from utils.tokenizers import CharTokenizer
+
+    train_text, val_text = train_val_split_text(load_tinyshakespeare(), val_fraction)
+    tokenizer = CharTokenizer.fit(train_text)
+    return (tokenizer, torch.tensor(tokenizer.encode(train_text), dtype=torch.long),
+            torch.tensor(tokenizer.encode(val_text), dtype=torch.long))
 
 
 def clean_text(text: str) -> str:
@@ -202,6 +219,33 @@ class Standardizer:
 
 
 # ------------------------------------------------------------------------------------------------ images
+
+
+#: The digits' intensities run from 0 to this (4-bit grey levels).
+DIGITS_MAX = 16
+
+
+def load_digits_pixels(scaled: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1,797 handwritten digits: pixels (1797, 64) float32, divided by ``DIGITS_MAX`` into
+    [0, 1] when ``scaled`` (a fixed constant: nothing is fitted, nothing can leak), else the raw 0..16; and
+    the digits (1797,) int64. ``pixels.reshape(-1, 8, 8)`` gives the images."""
+    from sklearn.datasets import load_digits
+
+    pixels, digits = load_digits(return_X_y=True)
+    pixels = pixels.astype(np.float32)
+    return (pixels / DIGITS_MAX if scaled else pixels), digits.astype(np.int64)
+
+
+def digits_split(seed: int = 0):
+    """The digits scaled to [0, 1], shuffled from ``seed``: the first 1,200 for training, the rest (597) for
+    validation, as tensors: x_train (1200, 64), y_train (1200,), x_val (597, 64), y_val (597,)."""
+    import torch
+
+    pixels, digits = load_digits_pixels()
+    x, y = torch.from_numpy(pixels), torch.from_numpy(digits)
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
+    x, y = x[order], y[order]  # (1797, 64), (1797,)
+    return x[:1200], y[:1200], x[1200:], y[1200:]
 
 
 def augment_images(images: np.ndarray, seed: int = 0, max_shift: float = 1.0, max_rotation_deg: float = 12.0,

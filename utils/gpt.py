@@ -3,8 +3,9 @@
 nanoGPT's design, written to be read: token + position embeddings, ``n_layer`` pre-norm residual blocks
 (causal self-attention through ``F.scaled_dot_product_attention``, then a 4x MLP with GELU), a final
 LayerNorm, and an output projection that shares its weights with the token embedding (weight tying).
-GPT-2 initialisation: every weight normal with std 0.02, biases zero, and the two projections that write
-into the residual stream with std ``0.02 / sqrt(2 * n_layer)``.
+Initialisation as nanoGPT writes it: every weight normal with std 0.02 (the value of GPT-1's paper, kept by
+GPT-2), biases zero, and the two projections that write into the residual stream with std
+``0.02 / sqrt(2 * n_layer)`` (GPT-2's paper scales residual layers by 1/sqrt(N); this form is nanoGPT's).
 
 Shapes: B batch, T sequence length (<= block_size), C = n_embd, H = n_head, Q = C / H (head size),
 V = vocab_size, L = n_layer.

@@ -1,4 +1,5 @@
-"""TensorFlow and Keras, logged through tensorboardX into runs comparable with ``utils.loop``'s.
+"""TensorFlow and Keras, logged through tensorboardX into runs comparable with
+``utils.loop``'s.
 
 ``TensorBoardXCallback``
     What the original article called ``tensorboardX.TBCallback`` (no such class exists): a
@@ -10,7 +11,8 @@
     A ``tf.GradientTape`` training loop done correctly: validation data, a defined step counter (the
     optimizer's ``iterations``), batch-size-weighted averages, clipping, logging through tensorboardX.
 
-TensorFlow and Keras are imported when these are used (``import keras`` costs about 7 s on a 2-core CPU).
+TensorFlow and Keras are imported when these are used (``import keras`` costs about 7 s
+on a 2-core CPU).
 """
 
 from __future__ import annotations
@@ -36,18 +38,21 @@ def _current_lr(optimizer: Any) -> float:
 
 
 def make_callback_class():
-    """Build the callback class (keras is imported only when it is needed); see ``TensorBoardXCallback``."""
+    """Build the callback class (keras is imported only when it is needed); see
+    ``TensorBoardXCallback``."""
     keras = _keras()
 
     class _TensorBoardXCallback(keras.callbacks.Callback):
         """Log ``model.fit`` through a tensorboardX ``writer`` (a ``tb.RunWriter``).
 
-        Tags and steps (step = number of optimizer updates before this one, as in ``utils.loop``):
-        ``train/loss_running`` and ``train/<metric>_running`` every ``log_every`` batches: what Keras passes
-        to ``on_train_batch_end``, the *mean since the start of the epoch*, not the batch's own value;
-        ``train/lr`` every ``log_every`` batches; ``train/loss``, ``train/<metric>`` (epoch means) and
-        ``val/loss``, ``val/<metric>`` at the last update of each epoch; ``perf/examples_per_s`` per epoch;
-        ``weights/<variable>`` histograms every ``histogram_every`` epochs (0 = never).
+        Tags and steps (step = number of optimizer updates before this one, as in
+        ``utils.loop``): ``train/loss_running`` and ``train/<metric>_running`` every
+        ``log_every`` batches: what Keras passes to ``on_train_batch_end``, the *mean
+        since the start of the epoch*, not the batch's own value; ``train/lr`` every
+        ``log_every`` batches; ``train/loss``, ``train/<metric>`` (epoch means) and
+        ``val/loss``, ``val/<metric>`` at the last update of each epoch;
+        ``perf/examples_per_s`` per epoch; ``weights/<variable>`` histograms every
+        ``histogram_every`` epochs (0 = never).
         """
 
         def __init__(self, writer: Any, log_every: int = 1, histogram_every: int = 0,
@@ -95,15 +100,18 @@ def make_callback_class():
 
 def TensorBoardXCallback(writer: Any, log_every: int = 1, histogram_every: int = 0,  # noqa: N802 (a class factory)
                          batch_size: int | None = None):
-    """A ``keras.callbacks.Callback`` logging ``model.fit`` through tensorboardX (see ``make_callback_class``
-    for the tags). Use: ``model.fit(..., callbacks=[TensorBoardXCallback(writer, batch_size=64)])``."""
+    """A ``keras.callbacks.Callback`` logging ``model.fit`` through tensorboardX (see
+    ``make_callback_class`` for the tags). Use: ``model.fit(...,
+    callbacks=[TensorBoardXCallback(writer, batch_size=64)])``."""
     return make_callback_class()(writer, log_every=log_every, histogram_every=histogram_every,
                                  batch_size=batch_size)
 
 
 def warmup_cosine_schedule(max_lr: float, warmup_steps: int, total_steps: int, min_lr: float = 0.0):
-    """``utils.schedule.warmup_cosine`` as a ``keras.optimizers.schedules.LearningRateSchedule``: Keras calls
-    it with the optimizer's ``iterations`` (updates done so far = the 0-based index of this update)."""
+    """``utils.schedule.warmup_cosine`` as a
+    ``keras.optimizers.schedules.LearningRateSchedule``: Keras calls it with the
+    optimizer's ``iterations`` (updates done so far = the 0-based index of this update).
+    """
     keras = _keras()
     ops = keras.ops
 
@@ -121,21 +129,25 @@ def warmup_cosine_schedule(max_lr: float, warmup_steps: int, total_steps: int, m
     return WarmupCosine()
 
 
-def tape_train(model: Any, optimizer: Any, loss_fn: Callable, train_data: Any, val_data: Any, *, epochs: int,
-               writer: Any = None, metric_fn: Callable | None = None, grad_clip: float | None = None,
+def tape_train(model: Any, optimizer: Any, loss_fn: Callable, train_data: Any,
+               val_data: Any, *, epochs: int, writer: Any = None,
+               metric_fn: Callable | None = None, grad_clip: float | None = None,
                histogram_every: int = 0, schedule: Callable[[int], float] | None = None,
                progress: bool = True) -> dict[str, list]:
-    """Train a Keras model with ``tf.GradientTape``, logging as ``utils.loop.train`` does.
+    """Train a Keras model with ``tf.GradientTape``, logging as ``utils.loop.train``
+    does.
 
-    train_data / val_data: iterables of ``(x, y)`` batches (a ``tf.data.Dataset``; its length need not be
-    known). loss_fn(y, outputs) -> mean loss of the batch; metric_fn(y, outputs) -> mean metric (accuracy).
-    The step is ``optimizer.iterations`` before the update (0-based), so steps never restart at an epoch.
-    schedule(step) -> learning rate, assigned before each update (e.g. ``partial(warmup_cosine, ...)``).
-    Validation after each epoch, averaged **by batch size** (``sum(loss_b * n_b) / sum(n_b)``), logged at
-    the step of the epoch's last update. Returns ``{"steps", "train_loss", "val_steps", "val_loss",
-    "val_metric"}``.
+    train_data / val_data: iterables of ``(x, y)`` batches (a ``tf.data.Dataset``; its
+    length need not be known). loss_fn(y, outputs) -> mean loss of the batch;
+    metric_fn(y, outputs) -> mean metric (accuracy). The step is
+    ``optimizer.iterations`` before the update (0-based), so steps never restart at an
+    epoch. schedule(step) -> learning rate, assigned before each update (e.g.
+    ``partial(warmup_cosine, ...)``). Validation after each epoch, averaged **by batch
+    size** (``sum(loss_b * n_b) / sum(n_b)``), logged at the step of the epoch's last
+    update. Returns ``{"steps", "train_loss", "val_steps", "val_loss", "val_metric"}``.
     """
-    history: dict[str, list] = {"steps": [], "train_loss": [], "val_steps": [], "val_loss": [], "val_metric": []}
+    names = ("steps", "train_loss", "val_steps", "val_loss", "val_metric")
+    history: dict[str, list] = {name: [] for name in names}
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -143,13 +155,15 @@ def tape_train(model: Any, optimizer: Any, loss_fn: Callable, train_data: Any, v
         bar = tqdm(desc="GradientTape", unit="step", mininterval=1.0)
     for epoch in range(epochs):
         for x, y in train_data:
-            step, loss, outputs, norm = _tape_update(model, optimizer, loss_fn, x, y, grad_clip, schedule)
+            step, loss, outputs, norm = _tape_update(model, optimizer, loss_fn, x, y,
+                                                     grad_clip, schedule)
             history["steps"].append(step)
             history["train_loss"].append(loss)
             if writer is not None:
                 writer.add_scalar("train/loss", loss, step)
                 if metric_fn is not None:
-                    writer.add_scalar("train/accuracy", float(metric_fn(y, outputs)), step)
+                    accuracy = float(metric_fn(y, outputs))
+                    writer.add_scalar("train/accuracy", accuracy, step)
                 writer.add_scalar("train/lr", _current_lr(optimizer), step)
                 writer.add_scalar("train/grad_norm", norm, step)
             if bar is not None:
@@ -165,7 +179,8 @@ def tape_train(model: Any, optimizer: Any, loss_fn: Callable, train_data: Any, v
                 writer.add_scalar("val/accuracy", val_metric, step)
             if histogram_every and epoch % histogram_every == 0:
                 for variable in model.trainable_variables:
-                    writer.add_histogram(f"weights/{variable.path}", variable.numpy(), step)
+                    writer.add_histogram(f"weights/{variable.path}", variable.numpy(),
+                                         step)
     if bar is not None:
         bar.close()
     return history
@@ -191,7 +206,8 @@ def _tape_update(model: Any, optimizer: Any, loss_fn: Callable, x: Any, y: Any, 
 
 
 def _tape_validate(model: Any, loss_fn: Callable, metric_fn: Callable | None, val_data: Any) -> tuple[float, float]:
-    """Validation loss and metric, each batch weighted by its size (``WeightedMean``)."""
+    """Validation loss and metric, each batch weighted by its size (``WeightedMean``).
+    """
     import tensorflow as tf
 
     average = WeightedMean()

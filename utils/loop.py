@@ -1,39 +1,32 @@
-"""The book's one training loop: ``train_step`` (one optimizer update) and ``train`` (the loop around it).
+"""The book's one training loop: ``train_step`` (one optimizer update) and ``train``
+(the loop around it).
 
-``train_step`` is what every update does: accumulate the gradient of the mean loss over ``k`` micro-batches
-(``loss / k`` backward each, under bf16 autocast when asked), clip the global gradient norm, step. ``train``
-repeats it ``config.max_steps`` times and, around each update, calls the small pieces of ``utils.hooks``:
-scalars, histograms, update ratios, evaluation and early stopping, text samples, checkpoints. One rule
-decides when each happens (``hooks.due``: at step 0, every N updates, and at the last one). Steps are 0-based
-update numbers: what update ``s`` measured, and the evaluation after it, are logged at step ``s``.
+``train_step`` is what every update does: accumulate the gradient of the mean loss over
+``k`` micro-batches (``loss / k`` backward each, under bf16 autocast when asked), clip
+the global gradient norm, step. ``train`` repeats it ``config.max_steps`` times and,
+around each update, calls the small pieces of ``utils.hooks``: scalars, histograms,
+update ratios, evaluation and early stopping, text samples, checkpoints. One rule
+decides when each happens (``hooks.due``: at step 0, every N updates, and at the last
+one). Steps are 0-based update numbers: what update ``s`` measured, and the evaluation
+after it, are logged at step ``s``.
 
-The same loop trains data-parallel (``utils.distributed``): every rank calls ``train`` with its own rows
-(``batch_fn``), a ``Ranks`` that says how to average a number over the ranks and how to wait for them, and a
-writer on rank 0 only; ``after_backward`` is where gradients can be averaged by hand. ``after_update`` is the
-caller's own work after each update (and its way to end the run early, as ``interrupt_after`` does).
+The same loop trains data-parallel (``utils.distributed``): every rank calls ``train``
+with its own rows (``batch_fn``), a ``Ranks`` that says how to average a number over the
+ranks and how to wait for them, and a writer on rank 0 only; ``after_backward`` is where
+gradients can be averaged by hand. ``after_update`` is the caller's own work after each
+update (and its way to end the run early, as ``interrupt_after`` does).
 
-========================  ========================================================  ======================
-tag                       what                                                      when
-========================  ========================================================  ======================
-train/loss, train/<m>     mean loss (and metrics) of the update's micro-batches      ``log_every``
-train/perplexity          exp(train/loss), with ``perplexity=True``                 ``log_every``
-train/lr (train/lr/<g>)   learning rate the update used (per group when they differ)  ``log_every``
-train/grad_norm           global L2 norm of the gradient, before clipping           ``log_every``
-perf/<units>_per_s        examples or tokens per second of the update               ``log_every``
-perf/mfu                  model FLOPs utilisation against ``peak_gflops``          ``log_every``
-val/loss, val/<m>         ``eval_fn(model)`` after the update                       ``eval_every``
-weights/<p>, grads/<p>    histograms of each parameter and its gradient            ``histogram_every``
-update_ratio/<p>          ||update|| / ||weight|| of each matrix                    ``update_ratio_every``
-samples                   ``sample_fn(model)`` text                                  ``sample_every``
-========================  ========================================================  ======================
+What it logs, tag by tag, and when: ``hooks.TAGS``.
 
-Resuming without a doubled or missing point in any reader: open each run segment with ``open_segment``
-(``purge_step`` 0 for a fresh run, the checkpoint's step on resume); the writer is flushed before each
-checkpoint; a resumed run rewrites, deterministically, every step after its checkpoint, because batches
-come from ``batch_fn(i)``, a pure function of the micro-batch index ``i``.
+Resuming without a doubled or missing point in any reader: open each run segment with
+``open_segment`` (``purge_step`` 0 for a fresh run, the checkpoint's step on resume);
+the writer is flushed before each checkpoint; a resumed run rewrites, deterministically,
+every step after its checkpoint, because batches come from ``batch_fn(i)``, a pure
+function of the micro-batch index ``i``.
 
-The same code runs on a GPU: ``TrainConfig(device="cuda")`` (or ``"auto"``) moves the model and every batch
-there, and ``autocast="auto"`` then computes in bf16 where the device supports it.
+The same code runs on a GPU: ``TrainConfig(device="cuda")`` (or ``"auto"``) moves the
+model and every batch there, and ``autocast="auto"`` then computes in bf16 where the
+device supports it.
 """
 
 from __future__ import annotations
@@ -58,14 +51,17 @@ from utils.optim import make_scheduler
 
 @dataclass
 class TrainConfig:
-    """Every setting of ``train``. Learning rates in the optimizer's units; ``*_every`` in updates
-    (0 = never; see ``hooks.due``)."""
+    """Every setting of ``train``. Learning rates in the optimizer's units; ``*_every``
+    in updates (0 = never; see ``hooks.due``)."""
 
     max_steps: int
-    lr: float = 1e-3  # the peak learning rate: train sets the optimizer's groups from it (set_peak_lr)
-    min_lr: float = 0.0  # the cosine's floor; min_lr = lr with warmup_steps = 0: a constant rate
+    # the peak learning rate: train sets the optimizer's groups from it (set_peak_lr)
+    lr: float = 1e-3
+    # the cosine's floor; min_lr = lr with warmup_steps = 0: a constant rate
+    min_lr: float = 0.0
     warmup_steps: int = 0
-    grad_clip: float | None = 1.0  # max global L2 norm; None = no clipping (the norm is still logged)
+    # max global L2 norm; None = no clipping (the norm is still logged)
+    grad_clip: float | None = 1.0
     grad_accum_steps: int = 1
     device: str = "cpu"  # "cpu", "cuda", "cuda:1", "mps", or "auto" (the best one present)
     autocast: str = "off"  # "off", "bf16", or "auto" (bf16 where the device computes it natively)
@@ -77,19 +73,21 @@ class TrainConfig:
     checkpoint_every: int = 0
     checkpoint_dir: str | None = None
     keep_checkpoints: int = 2
-    early_stopping_patience: int | None = None  # evaluations without improvement before stopping
-    restore_best: bool = False  # when stopped early, reload the weights of the best evaluation
+    # evaluations without improvement before stopping
+    early_stopping_patience: int | None = None
+    # when stopped early, reload the weights of the best evaluation
+    restore_best: bool = False
     units: str = "examples"  # what throughput counts: "examples" or "tokens"
     flops_per_unit: float | None = None  # training FLOPs per unit, for perf/mfu
-    perplexity: bool = False  # also log exp(loss) as train/perplexity and val/perplexity
-    stop_after: int | None = None  # old spelling of train(after_update=interrupt_after(n)), kept for callers
+    # also log exp(loss) as train/perplexity and val/perplexity
+    perplexity: bool = False
     progress: bool = True  # a tqdm bar
     desc: str = "train"
 
     def __post_init__(self) -> None:
         for name, minimum in _WHOLE_MINIMUMS.items():
             validate.check_whole(name, getattr(self, name), minimum,
-                           optional=name in ("early_stopping_patience", "stop_after"))
+                           optional=name == "early_stopping_patience")
         validate.check_number("lr", self.lr, 0.0)
         validate.check_number("min_lr", self.min_lr, 0.0)
         validate.check_number("grad_clip", self.grad_clip, 0.0, above=True, optional=True)
@@ -110,11 +108,12 @@ class TrainConfig:
 #: The whole-number settings of ``TrainConfig`` and their smallest allowed value (0 = never, for ``*_every``).
 _WHOLE_MINIMUMS = {"max_steps": 1, "warmup_steps": 0, "grad_accum_steps": 1, "log_every": 0, "eval_every": 0,
                    "histogram_every": 0, "update_ratio_every": 0, "sample_every": 0, "checkpoint_every": 0,
-                   "keep_checkpoints": 1, "early_stopping_patience": 1, "stop_after": 1}
+                   "keep_checkpoints": 1, "early_stopping_patience": 1}
 
 
 def _check_device_name(name: str) -> None:
-    """A name ``torch.device`` parses, or "auto"; whether the device is present is checked when training."""
+    """A name ``torch.device`` parses, or "auto"; whether the device is present is
+    checked when training."""
     if name == "auto":
         return
     try:
@@ -125,7 +124,8 @@ def _check_device_name(name: str) -> None:
 
 @dataclass
 class TrainResult:
-    """What ``train`` did. Lists hold one entry per update / per evaluation of this segment."""
+    """What ``train`` did. Lists hold one entry per update / per evaluation of this
+    segment."""
 
     start_step: int = 0
     steps_done: int = 0  # updates completed in total (including those before a resume)
@@ -140,7 +140,8 @@ class TrainResult:
     interrupted: bool = False
     checkpoints: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
-    units_per_s: float = 0.0  # mean throughput, the first update of the segment left out (one-off costs)
+    # mean throughput, the first update of the segment left out (one-off costs)
+    units_per_s: float = 0.0
     step_rates: list[float] = field(default_factory=list, repr=False)
     mfu: float | None = None
     device: str = "cpu"
@@ -153,8 +154,8 @@ class TrainResult:
 
 @dataclass
 class StepStats:
-    """What one update measured: mean loss and metrics over its micro-batches, gradient norm before
-    clipping (NaN when the loss was not finite and no update was made)."""
+    """What one update measured: mean loss and metrics over its micro-batches, gradient
+    norm before clipping (NaN when the loss was not finite and no update was made)."""
 
     loss: float
     metrics: dict[str, float]
@@ -171,48 +172,61 @@ AfterUpdate = Callable[[int, StepStats], "bool | None"]
 
 
 def interrupt_after(updates: int) -> AfterUpdate:
-    """``after_update`` that ends the run after ``updates`` updates, as a lost machine would (to demonstrate
-    resuming: the checkpoints saved so far are all that is left)."""
+    """``after_update`` that ends the run after ``updates`` updates, as a lost machine
+    would (to demonstrate resuming: the checkpoints saved so far are all that is left).
+    """
     return lambda step, stats: step + 1 >= updates
 
 
-# --------------------------------------------------------------------------------------------- one update
+# ---------------------------------------------------------------------------------------------
+# one update
 
 
-def accumulate_gradients(model: torch.nn.Module, loss_fn: LossFn, micro_batches: list[Batch],
-                         autocast: Callable[[], Any] = contextlib.nullcontext) -> StepStats:
-    """Add the gradient of the mean loss over ``micro_batches`` to ``.grad``: backward of ``loss_i / k`` for
-    each of the k micro-batches. Equal to one backward over the concatenated batch when the micro-batches
-    have the same size and the loss is a per-example mean."""
+def accumulate_gradients(model: torch.nn.Module, loss_fn: LossFn,
+                         micro_batches: list[Batch],
+                         autocast: Callable[[], Any] = contextlib.nullcontext,
+                         ) -> StepStats:
+    """Add the gradient of the mean loss over ``micro_batches`` to ``.grad``: backward
+    of ``loss_i / k`` for each of the k micro-batches. Equal to one backward over the
+    concatenated batch when the micro-batches have the same size and the loss is a
+    per-example mean."""
     k = len(micro_batches)
     losses, sums = [], {}
     for batch in micro_batches:
         with autocast():
             loss, metrics = loss_fn(model, batch)
-        (loss / k).backward()  # dividing here makes the summed .grad the gradient of the mean
+        # dividing here makes the summed .grad the gradient of the mean
+        (loss / k).backward()
         losses.append(loss.detach().float())
         for name, value in metrics.items():
             sums[name] = sums.get(name, 0.0) + float(value)
-    return StepStats(loss=float(torch.stack(losses).mean()), metrics={n: v / k for n, v in sums.items()})
+    mean_loss = float(torch.stack(losses).mean())
+    return StepStats(loss=mean_loss, metrics={n: v / k for n, v in sums.items()})
 
 
-def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_batches: list[Batch],
-               loss_fn: LossFn, *, grad_clip: float | None = None,
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               micro_batches: list[Batch], loss_fn: LossFn, *,
+               grad_clip: float | None = None,
                autocast: Callable[[], Any] = contextlib.nullcontext,
-               after_backward: Callable[[torch.nn.Module], None] | None = None) -> StepStats:
-    """One optimizer update from ``micro_batches`` (already on the model's device). ``after_backward(model)``
-    runs once the gradients are complete, before clipping (``utils.distributed.average_gradients``: the
-    all-reduce written by hand). A non-finite loss or gradient norm makes no update: the weights stay as
-    they were and ``StepStats.finite`` is False."""
-    optimizer.zero_grad(set_to_none=True)  # set_to_none: .grad is None, not a tensor of zeros
+               after_backward: Callable[[torch.nn.Module], None] | None = None,
+               ) -> StepStats:
+    """One optimizer update from ``micro_batches`` (already on the model's device).
+    ``after_backward(model)`` runs once the gradients are complete, before clipping
+    (``utils.distributed.average_gradients``: the all-reduce written by hand). A
+    non-finite loss or gradient norm makes no update: the weights stay as they were and
+    ``StepStats.finite`` is False."""
+    # set_to_none: .grad is None, not a tensor of zeros
+    optimizer.zero_grad(set_to_none=True)
     stats = accumulate_gradients(model, loss_fn, micro_batches, autocast)
     if after_backward is not None:
-        after_backward(model)  # before any early return: on several ranks it is a collective
+        # before any early return: on several ranks it is a collective
+        after_backward(model)
     if not math.isfinite(stats.loss):
         return stats
     params = [p for group in optimizer.param_groups for p in group["params"]]
     limit = grad_clip if grad_clip is not None else math.inf
-    stats.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, limit))  # the norm before clipping
+    # the norm before clipping
+    stats.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, limit))
     if stats.finite:
         optimizer.step()
     return stats
@@ -220,19 +234,23 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, micro_b
 
 def accumulated_gradients(model: torch.nn.Module, loss_fn: LossFn,
                           micro_batches: list[Batch]) -> dict[str, torch.Tensor]:
-    """The gradient ``train_step`` would use, as ``{name: copy}``; leaves the model's ``.grad`` cleared."""
+    """The gradient ``train_step`` would use, as ``{name: copy}``; leaves the model's
+    ``.grad`` cleared."""
     model.zero_grad(set_to_none=True)
     accumulate_gradients(model, loss_fn, micro_batches)
-    grads = {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
+    grads = {name: p.grad.detach().clone() for name, p in model.named_parameters()
+             if p.grad is not None}
     model.zero_grad(set_to_none=True)
     return grads
 
 
-# --------------------------------------------------------------------------------------------- devices
+# ---------------------------------------------------------------------------------------------
+# devices
 
 
 def resolve_device(name: str) -> torch.device:
-    """``"auto"``: CUDA if present, else Apple's MPS, else the CPU; any other name as given, checked."""
+    """``"auto"``: CUDA if present, else Apple's MPS, else the CPU; any other name as
+    given, checked."""
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -245,8 +263,9 @@ def resolve_device(name: str) -> torch.device:
 
 
 def autocast_context(mode: str, device: torch.device | str) -> Callable[[], Any]:
-    """A factory of the context each forward pass runs in, decided once: bf16 autocast for ``"bf16"``, and
-    for ``"auto"`` where ``perf.bf16_autocast_supported`` says the device computes bf16 natively."""
+    """A factory of the context each forward pass runs in, decided once: bf16 autocast
+    for ``"bf16"``, and for ``"auto"`` where ``perf.bf16_autocast_supported`` says the
+    device computes bf16 natively."""
     if mode not in ("off", "bf16", "auto"):
         raise ValueError(f"autocast must be 'off', 'bf16' or 'auto', got {mode!r}")
     device = torch.device(device)
@@ -260,88 +279,98 @@ def compute_dtype(autocast: Callable[[], Any]) -> torch.dtype:
     return torch.float32 if autocast is contextlib.nullcontext else torch.bfloat16
 
 
-# --------------------------------------------------------------------------------------------- the loop
+# ---------------------------------------------------------------------------------------------
+# the loop
 
 
-def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig, *,
+def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig,
+          *,
           batch_fn: Callable[[int], Batch], loss_fn: LossFn = classification_loss,
-          eval_fn: hooks.EvalFn | None = None, writer: Any = None, resume_from: str | Path | None = None,
-          sample_fn: Callable[[torch.nn.Module], str] | None = None, peak_gflops: float | None = None,
+          eval_fn: hooks.EvalFn | None = None, writer: Any = None,
+          resume_from: str | Path | None = None,
+          sample_fn: Callable[[torch.nn.Module], str] | None = None,
+          peak_gflops: float | None = None,
           extra_state: Mapping[str, Any] | None = None,
           after_backward: Callable[[torch.nn.Module], None] | None = None,
-          after_update: AfterUpdate | None = None, ranks: Ranks = ONE_PROCESS) -> TrainResult:
-    """Train ``model`` for ``config.max_steps`` updates, logging through ``writer`` (a ``tb.RunWriter``).
+          after_update: AfterUpdate | None = None,
+          ranks: Ranks = ONE_PROCESS) -> TrainResult:
+    """Train ``model`` for ``config.max_steps`` updates, logging through ``writer`` (a
+    ``tb.RunWriter``).
 
-    batch_fn(i): the i-th micro-batch (i = step * grad_accum_steps + micro), e.g. ``batches.epoch_batches``.
-    loss_fn(model, batch) -> (mean loss, {metric: float}). eval_fn(model), or eval_fn(model, step) when it
-    has a parameter named ``step`` -> {"loss": ..., ...}. The optimizer's peak learning rate is
-    ``config.lr`` (``set_peak_lr``). resume_from: a checkpoint of an earlier segment (open the writer with
-    ``open_segment``). peak_gflops: the denominator of ``perf/mfu``. extra_state: plain data saved in every
-    checkpoint. after_backward: see ``train_step``; after_update: ``AfterUpdate``; ranks: ``Ranks``.
+    batch_fn(i): the i-th micro-batch (i = step * grad_accum_steps + micro), e.g.
+    ``batches.epoch_batches``. loss_fn(model, batch) -> (mean loss, {metric: float}).
+    eval_fn(model), or eval_fn(model, step) when it has a parameter named ``step`` ->
+    {"loss": ..., ...}. The optimizer's peak learning rate is ``config.lr``
+    (``set_peak_lr``). resume_from: a checkpoint of an earlier segment (open the writer
+    with ``open_segment``). peak_gflops: the denominator of ``perf/mfu``. extra_state:
+    plain data saved in every checkpoint. after_backward: see ``train_step``;
+    after_update: ``AfterUpdate``; ranks: ``Ranks``.
     """
     run = _prepare(model, optimizer, config, resume_from)
     k, last, due = config.grad_accum_steps, config.max_steps - 1, hooks.due
-    after_update = _with_stop_after(after_update, config.stop_after)
     bar = _progress(config, run.result.start_step)
     for step in bar:
         tick = time.perf_counter()
-        micro = [to_device(batch_fn(step * k + i), run.device) for i in range(k)]  # k x (B, ...)
-        before = hooks.snapshot_matrices(model) if writer and due(config.update_ratio_every, step, last) else None
+        # k x (B, ...)
+        micro = [to_device(batch_fn(step * k + i), run.device) for i in range(k)]
+        ratio_due = writer and due(config.update_ratio_every, step, last)
+        before = hooks.snapshot_matrices(model) if ratio_due else None
         lrs = hooks.group_lrs(optimizer)  # the rates this update uses
-        own = train_step(model, optimizer, micro, loss_fn, grad_clip=config.grad_clip, autocast=run.autocast,
-                         after_backward=after_backward)
-        stats = hooks.over_ranks(own, ranks)  # what this rank's rows gave -> what the whole batch gave
-        if not stats.finite:  # divergence, handled here only: log what the writer accepts, stop
+        own = train_step(model, optimizer, micro, loss_fn, grad_clip=config.grad_clip,
+                         autocast=run.autocast, after_backward=after_backward)
+        # what this rank's rows gave -> what the whole batch gave
+        stats = hooks.over_ranks(own, ranks)
+        # divergence, handled here only: log what the writer accepts, stop
+        if not stats.finite:
             hooks.log_divergence(writer, step, stats)
             run.result.diverged = True
             break
         run.scheduler.step()
-        rate = ranks.size * sum(batch_count(b, config.units) for b in micro) / (time.perf_counter() - tick)
+        units = ranks.size * sum(batch_count(b, config.units) for b in micro)
+        rate = units / (time.perf_counter() - tick)
         _record(run.result, step, stats.loss, rate)
         if writer:
-            hooks.log_update(writer, model, config, step, stats, lrs, rate, before, peak_gflops)
+            hooks.log_update(writer, model, config, step, stats, lrs, rate, before,
+                             peak_gflops)
         stop = False
         if eval_fn is not None and due(config.eval_every, step, last):
-            metrics = hooks.evaluate_and_log(eval_fn, model, step, writer, config.perplexity)
+            metrics = hooks.evaluate_and_log(eval_fn, model, step, writer,
+                                             config.perplexity)
             run.result.eval_steps.append(step)
             run.result.eval_metrics.append(metrics)
-            stop = run.result.stopped_early = run.stopping.update(metrics["loss"], step, model)
+            stop = run.stopping.update(metrics["loss"], step, model)
+            run.result.stopped_early = stop
         if writer and sample_fn is not None and due(config.sample_every, step, last):
             hooks.log_sample(writer, sample_fn, model, step)
-        if config.checkpoint_every and (due(config.checkpoint_every, step, last) or stop):
-            saved = hooks.save_checkpoint(config, step, model=model, optimizer=optimizer,
-                                          scheduler=run.scheduler, stopping=run.stopping, writer=writer,
+        if config.checkpoint_every and (due(config.checkpoint_every, step, last)
+                                        or stop):
+            saved = hooks.save_checkpoint(config, step, model=model,
+                                          optimizer=optimizer, scheduler=run.scheduler,
+                                          stopping=run.stopping, writer=writer,
                                           extra_state=extra_state, ranks=ranks)
             run.result.checkpoints += [str(saved)] if saved else []
         run.result.steps_done = step + 1
-        run.result.interrupted = bool(after_update and after_update(step, own)) and step < last
+        asked = bool(after_update and after_update(step, own))
+        run.result.interrupted = asked and step < last
         if stop or run.result.interrupted:
             break
     getattr(bar, "close", lambda: None)()
     return _finish(run, model, config, writer, peak_gflops)
 
 
-def _with_stop_after(after_update: AfterUpdate | None, stop_after: int | None) -> AfterUpdate | None:
-    """The caller's ``after_update`` and the older ``TrainConfig.stop_after`` as one: either ends the run."""
-    if stop_after is None:
-        return after_update
-    interrupt = interrupt_after(stop_after)
-    if after_update is None:
-        return interrupt
-    return lambda step, stats: bool(after_update(step, stats)) | interrupt(step, stats)  # both always called
-
-
 def set_peak_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Scale every parameter group's learning rate so that the highest is ``lr``, the run's peak: the peak
-    is given once, in ``TrainConfig.lr``, and the optimizer's own rates only say how its groups compare (a
-    body built at a tenth of the head's rate trains at a tenth of the peak)."""
+    """Scale every parameter group's learning rate so that the highest is ``lr``, the
+    run's peak: the peak is given once, in ``TrainConfig.lr``, and the optimizer's own
+    rates only say how its groups compare (a body built at a tenth of the head's rate
+    trains at a tenth of the peak)."""
     top = max(float(group["lr"]) for group in optimizer.param_groups)
     for group in optimizer.param_groups:
         group["lr"] = lr * float(group["lr"]) / top if top > 0 else lr
         group.pop("initial_lr", None)  # an earlier scheduler's record of the old peak
 
 
-# --------------------------------------------------------------------------------------------- its set-up
+# ---------------------------------------------------------------------------------------------
+# its set-up
 
 
 @dataclass
@@ -354,20 +383,24 @@ class _Run:
     started: float
 
 
-def _prepare(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: TrainConfig,
+def _prepare(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+             config: TrainConfig,
              resume_from: str | Path | None) -> _Run:
-    """Move the model to its device, set the peak learning rate and build the scheduler, restore a checkpoint
-    (the config checked itself)."""
+    """Move the model to its device, set the peak learning rate and build the scheduler,
+    restore a checkpoint (the config checked itself)."""
     device = resolve_device(config.device)
     model.to(device)  # in place: the optimizer keeps the same parameter objects
     autocast = autocast_context(config.autocast, device)
     set_peak_lr(optimizer, config.lr)
     scheduler = make_scheduler(optimizer, lr=config.lr, min_lr=config.min_lr,
-                               warmup_steps=config.warmup_steps, total_steps=config.max_steps)
+                               warmup_steps=config.warmup_steps,
+                               total_steps=config.max_steps)
     stopping = hooks.EarlyStopping(config.early_stopping_patience, config.restore_best)
-    result = TrainResult(device=str(device), autocast_dtype=str(compute_dtype(autocast)).removeprefix("torch."))
+    dtype = str(compute_dtype(autocast)).removeprefix("torch.")
+    result = TrainResult(device=str(device), autocast_dtype=dtype)
     if resume_from is not None:
-        state = ckpt.load_checkpoint(resume_from, model=model, optimizer=optimizer, scheduler=scheduler)
+        state = ckpt.load_checkpoint(resume_from, model=model, optimizer=optimizer,
+                                     scheduler=scheduler)
         result.start_step = result.steps_done = int(state["step"])
         stopping.restore(state.get("extra", {}).get("train_state", {}))
     model.train()
@@ -384,11 +417,13 @@ def _record(result: TrainResult, step: int, loss: float, rate: float) -> None:
 def _finish(run: _Run, model: torch.nn.Module, config: TrainConfig, writer: Any,
             peak_gflops: float | None) -> TrainResult:
     result = run.result
-    if result.stopped_early and config.restore_best and run.stopping.best_state is not None:
-        model.load_state_dict(run.stopping.best_state)
-    result.best_val_loss, result.best_step = run.stopping.best_loss, run.stopping.best_step
+    stopping = run.stopping
+    if result.stopped_early and config.restore_best and stopping.best_state is not None:
+        model.load_state_dict(stopping.best_state)
+    result.best_val_loss, result.best_step = stopping.best_loss, stopping.best_step
     result.elapsed_s = time.perf_counter() - run.started
-    result.units_per_s = sum(result.step_rates) / len(result.step_rates) if result.step_rates else 0.0
+    rates = result.step_rates
+    result.units_per_s = sum(rates) / len(rates) if rates else 0.0
     if config.flops_per_unit and peak_gflops and result.units_per_s:
         result.mfu = perf.mfu(result.units_per_s, config.flops_per_unit, peak_gflops)
     if writer is not None:
@@ -406,10 +441,11 @@ def _progress(config: TrainConfig, start: int):
 
 
 def open_segment(chapter: str, run: str, *, resume_from: str | Path | None = None, **kwargs: Any):
-    """``tb.open_run`` for a training run that may be resumed: a fresh run replaces the directory and starts
-    with ``purge_step=0`` (TensorBoard's Python loaders treat the first start marker of a run as its start,
-    so the first segment must write one); a resumed one appends with ``purge_step`` = the checkpoint's step,
-    so every reader shows each step once. Pass the same ``resume_from`` to ``train``."""
+    """``tb.open_run`` for a training run that may be resumed: a fresh run replaces the
+    directory and starts with ``purge_step=0`` (TensorBoard's Python loaders treat the
+    first start marker of a run as its start, so the first segment must write one); a
+    resumed one appends with ``purge_step`` = the checkpoint's step, so every reader
+    shows each step once. Pass the same ``resume_from`` to ``train``."""
     from utils import tb
 
     if resume_from is None:

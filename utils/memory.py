@@ -12,7 +12,8 @@ mean and 1/std (2), and the log-softmax of the logits (V); the token ids and tar
 the position ids (T int64); the cross-entropy's total weight (one fp32 number). ``tests/test_memory.py`` checks this against what autograd saves, to the byte.
 
 Measured here: ``saved_activation_bytes`` (autograd's saved-tensor hooks: exactly the storages kept for the
-backward pass) and ``measure_step_peak`` (torch.profiler's memory timeline of one training step: torch has
+backward pass), ``measure_training_memory`` (the same four parts as ``estimate``, read from the tensors of a
+model and optimizer that took a step) and ``measure_step_peak`` (torch.profiler's memory timeline of one training step: torch has
 no ``max_memory_allocated`` for the CPU).
 """
 
@@ -46,7 +47,9 @@ LOSS_WEIGHT = 4  # the cross-entropy saves its total weight, one fp32 number
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """Bytes held per rank during a training step, by kind. ``weights`` includes an fp32 master copy."""
+    """Bytes held per rank during a training step, by kind: estimated by ``training_memory`` (where
+    ``optimizer`` holds, under mixed precision, the fp32 master copy of the weights beside AdamW's moments,
+    as ZeRO counts them), or measured by ``measure_training_memory``."""
 
     weights: int
     gradients: int
@@ -59,6 +62,10 @@ class MemoryEstimate:
 
     def as_dict(self) -> dict[str, int]:
         return {**asdict(self), "total": self.total}
+
+    def mib(self) -> dict[str, float]:
+        """Each part and the total in MiB (2**20 bytes), keyed as logged: ``memory/<part>_mib``."""
+        return {f"memory/{name}_mib": value / 2**20 for name, value in self.as_dict().items()}
 
 
 def activation_values_per_token(config: GPTConfig, checkpointing: bool = False,
@@ -95,7 +102,8 @@ def training_memory(config: GPTConfig, batch_size: int, seq_len: int | None = No
                     data_parallel: int = 1, tensor_parallel: int = 1) -> MemoryEstimate:
     """Bytes per rank of training ``GPT(config)`` with AdamW on ``batch_size`` sequences of ``seq_len``.
 
-    zero_stage with ``data_parallel`` N ranks: 1 shards AdamW's states over the N ranks, 2 also the
+    zero_stage with ``data_parallel`` N ranks: 1 shards the optimizer states over the N ranks (AdamW's moments
+    and, under mixed precision, the fp32 master copy of the weights, as ZeRO counts them), 2 also the
     gradients, 3 (= FSDP's full sharding) also the weights. tensor_parallel t splits every weight matrix, and
     so its gradient and optimizer state, over t ranks (counted here as all of P / t: the embeddings split by
     vocabulary rows, the small LayerNorm and bias vectors ignored).
@@ -110,11 +118,24 @@ def training_memory(config: GPTConfig, batch_size: int, seq_len: int | None = No
              for kind, stage in (("optimizer", 1), ("gradients", 2), ("weights", 3))}
     acts = activation_bytes(config, batch_size, seq_len, bytes_per_value=sizes["activations"],
                             checkpointing=checkpointing, tensor_parallel=tensor_parallel)
+    # ZeRO's optimizer states (K = 12 bytes per parameter under mixed precision, Rajbhandari et al., 2020)
+    # are AdamW's two moments and the fp32 master copy: stage 1 shards all three
     return MemoryEstimate(
-        weights=round(P * (sizes["weights"] + sizes["master"]) / shard["weights"]),
+        weights=round(P * sizes["weights"] / shard["weights"]),
         gradients=round(P * sizes["gradients"] / shard["gradients"]),
-        optimizer=round(P * sizes["optimizer"] / shard["optimizer"]),
+        optimizer=round(P * (sizes["optimizer"] + sizes["master"]) / shard["optimizer"]),
         activations=acts)
+
+
+def logits_gradient_bytes(config: GPTConfig, batch_size: int, seq_len: int | None = None) -> int:
+    """Bytes of the two (B, T, V) fp32 gradients the backward pass holds at once as it starts: of the
+    log-probabilities and of the logits (the cross-entropy runs in fp32, under bf16 autocast too). They are
+    not in ``training_memory``, which counts what lives through the step; a step's peak lies between
+    weights + optimizer + activations and ``training_memory(...).total`` plus these, and at a large
+    vocabulary they are the larger part of the difference. Activations counted per layer as Korthikanti
+    et al. (2022) do; parameter states as Rajbhandari et al. (2020, ZeRO) do."""
+    T = seq_len if seq_len is not None else config.block_size
+    return 2 * batch_size * T * config.vocab_size * 4
 
 
 # --------------------------------------------------------------------------------------------- measuring
@@ -185,3 +206,18 @@ def measure_step_peak(step: Callable[[], Any]) -> dict[str, Any]:
              for category, index in _CATEGORY_TO_INDEX.items()}
     by_category = {names[column]: int(size) for column, size in enumerate(sizes[0]) if column in names}
     return {"peak": max(totals), "before": totals[0], "before_by_category": by_category}
+
+
+def measure_training_memory(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Any,
+                            batch: Any) -> MemoryEstimate:
+    """What training ``model`` on ``batch`` holds, measured: parameters, gradients (as large as the trainable
+    parameters), the optimizer's state (call after at least one step) and saved activations. Their sum
+    bounds the peak from above: activations are freed during the backward pass as gradients appear. A tied
+    matrix counts once."""
+    unique = {p.untyped_storage().data_ptr(): p for p in model.parameters()}.values()
+    state = [t for s in optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
+    return MemoryEstimate(
+        weights=sum(p.numel() * p.element_size() for p in unique),
+        gradients=sum(p.numel() * p.element_size() for p in unique if p.requires_grad),
+        optimizer=sum(t.numel() * t.element_size() for t in state),
+        activations=saved_activation_bytes(model, batch, loss_fn))

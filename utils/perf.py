@@ -62,9 +62,11 @@ def mfu(units_per_s: float, flops_per_unit: float, peak_gflops: float) -> float:
 
 @functools.lru_cache(maxsize=8)
 def bf16_autocast_supported(device: str = "cpu") -> bool:
-    """Whether bf16 autocast is worth using on ``device``: CUDA GPUs that support bf16; CPUs whose
-    instruction set has native bf16 (``avx512_bf16`` or AMX). Elsewhere torch emulates bf16 on CPU: it runs,
-    but slower than fp32, so the training loop stays in fp32."""
+    """Whether ``device`` computes bf16 natively: CUDA GPUs that support bf16; CPUs whose instruction set
+    has native bf16 (``avx512_bf16`` or AMX). Elsewhere torch emulates bf16 on CPU. A capability, not a
+    speed: with small matrices the casts autocast adds can cost more than bf16 saves, even where bf16 is
+    native (chapter 5 measures both and picks the faster). ``TrainConfig(autocast="auto")`` uses bf16
+    where this is true."""
     if device.startswith("mps"):
         return False  # bf16 autocast on Apple GPUs is recent and partial; fp16 is their fast type
     if device.startswith("cuda"):

@@ -25,10 +25,12 @@ import torch
 from utils import checkpoint as ckpt
 from utils import perf, validate
 from utils.batches import fixed_windows, random_windows
+from utils.datasets import shakespeare_data
 from utils.evaluation import evaluate, lm_loss
 from utils.gpt import GPT, GPTConfig, flops_per_token
 from utils.integrity import IntegrityError, sha256_file
 from utils.loop import (
+    AfterUpdate,
     TrainConfig,
     TrainResult,
     autocast_context,
@@ -85,18 +87,6 @@ class PretrainSetup:
                       "training": TrainConfig(**values["training"])})
 
 
-def shakespeare_data(val_fraction: float = 0.1):
-    """``(tokenizer, train_ids, val_ids)``: the contiguous 90 % / 10 % split of Tiny Shakespeare as 1-D int64
-    tensors, with a ``CharTokenizer`` fitted on the *training* split only (split before you fit)."""
-    from utils.datasets import load_tinyshakespeare, train_val_split_text
-    from utils.tokenizers import CharTokenizer
-
-    train_text, val_text = train_val_split_text(load_tinyshakespeare(), val_fraction)
-    tokenizer = CharTokenizer.fit(train_text)
-    return (tokenizer, torch.tensor(tokenizer.encode(train_text), dtype=torch.long),
-            torch.tensor(tokenizer.encode(val_text), dtype=torch.long))
-
-
 def build_model(setup: PretrainSetup) -> GPT:
     """``GPT(setup.model)``, its weights drawn from ``setup.seed``."""
     torch.manual_seed(setup.seed)
@@ -120,12 +110,14 @@ def sampler(tokenizer: Any, prompt: str = "\n", length: int = 200, seed: int = 0
 
 
 def pretrain(setup: PretrainSetup, *, writer: Any = None, resume_from: str | Path | None = None,
-             data: tuple | None = None, peak_gflops: float | None = None) -> tuple[GPT, Any, TrainResult]:
+             data: tuple | None = None, peak_gflops: float | None = None,
+             after_update: AfterUpdate | None = None) -> tuple[GPT, Any, TrainResult]:
     """Build the model and train it with ``utils.loop.train``. Returns ``(model, tokenizer, result)``.
 
     writer: a ``tb.RunWriter`` (open it with ``utils.loop.open_segment`` so that a resume joins the curves).
     data: ``shakespeare_data()`` if already loaded. peak_gflops: the MFU denominator; default: the matmul
-    peak measured now on the run's device, in the dtype the run computes in.
+    peak measured now on the run's device, in the dtype the run computes in. after_update: handed to
+    ``utils.loop.train`` (``loop.interrupt_after(n)`` stops the run as a lost machine would).
     """
     tokenizer, train_ids, val_ids = data if data is not None else shakespeare_data()
     if tokenizer.vocab_size != setup.model.vocab_size:
@@ -142,7 +134,7 @@ def pretrain(setup: PretrainSetup, *, writer: Any = None, resume_from: str | Pat
         batch_fn=random_windows(train_ids, block, batch, setup.seed), loss_fn=lm_loss,
         eval_fn=lambda m: evaluate(m, val_batches, lm_loss, units="tokens"), writer=writer,
         resume_from=resume_from, sample_fn=sampler(tokenizer), peak_gflops=peak_gflops,
-        extra_state={"setup": setup.to_dict(), "tokenizer": tokenizer.to_dict()})
+        after_update=after_update, extra_state={"setup": setup.to_dict(), "tokenizer": tokenizer.to_dict()})
     return model, tokenizer, result
 
 

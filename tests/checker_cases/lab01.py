@@ -57,6 +57,34 @@ class ScalerFloat32Torch:
         return ((torch.as_tensor(x, dtype=torch.float64) - self.mean_) / self.std_).float()
 
 
+class ScalerFloat32Numpy:
+    """Everything in float32 (statistics and result), as numpy does for a float32 array."""
+
+    def fit(self, x):
+        x = np.asarray(x, dtype=np.float32)
+        self.mean_ = x.mean(axis=0)
+        std = x.std(axis=0)
+        self.std_ = np.where(std > 0, std, np.float32(1.0))
+        return self
+
+    def transform(self, x):
+        return (np.asarray(x, dtype=np.float32) - self.mean_) / self.std_
+
+
+class ScalerFloat32Torch32:
+    """Everything in float32 torch, the default dtype of torch.as_tensor on float data made by torch."""
+
+    def fit(self, x):
+        t = torch.as_tensor(x, dtype=torch.float32)
+        self.mean_ = t.mean(dim=0)
+        std = t.std(dim=0, correction=0)
+        self.std_ = torch.where(std > 0, std, torch.ones_like(std))
+        return self
+
+    def transform(self, x):
+        return (torch.as_tensor(x, dtype=torch.float32) - self.mean_) / self.std_
+
+
 # ---------------------------------------------------------------- lab01.scaler: wrong
 
 
@@ -71,6 +99,33 @@ class ScalerSampleStd(ScalerReference):
         std = x.std(axis=0, ddof=1)
         self.std_ = np.where(std > 0, std, 1.0)
         return self
+
+
+class ScalerFloat32TorchStd(ScalerFloat32Torch32):
+    """float32 torch with torch.std's default, the sample std (ddof=1): the float32 result hides no mistake."""
+
+    def fit(self, x):
+        super().fit(x)
+        std = torch.as_tensor(x, dtype=torch.float32).std(dim=0)
+        self.std_ = torch.where(std > 0, std, torch.ones_like(std))
+        return self
+
+
+class ScalerCachedTrainingOutput(ScalerReference):
+    """fit caches the standardised training split, made with pandas' default sample std (ddof=1), and
+    transform returns that cache when given the training array again: the result depends on the split."""
+
+    def fit(self, x):
+        super().fit(x)
+        self.fitted_on_ = x
+        std = x.std(axis=0, ddof=1)
+        self.cache_ = (x - self.mean_) / np.where(std > 0, std, 1.0)
+        return self
+
+    def transform(self, x):
+        if x is self.fitted_on_:
+            return self.cache_.copy()
+        return super().transform(x)
 
 
 class ScalerGlobalStatistics(ScalerReference):
@@ -274,10 +329,12 @@ class WindowsDestroysIds(WindowsReference):
 
 CASES = {
     "lab01.scaler": Cases(
-        correct=[ScalerReference, ScalerLoops, ScalerFloat32Torch],
+        correct=[ScalerReference, ScalerLoops, ScalerFloat32Torch, ScalerFloat32Numpy, ScalerFloat32Torch32],
         wrong=[
             Wrong(ScalerTestStatistics, "statistics from the test split"),
             Wrong(ScalerSampleStd, "ddof=1"),
+            Wrong(ScalerFloat32TorchStd, "ddof=1"),
+            Wrong(ScalerCachedTrainingOutput, "must not depend on which split"),
             Wrong(ScalerGlobalStatistics, "one mean and one std for the whole array"),
             Wrong(ScalerNotScaled, "centred but not scaled"),
             Wrong(ScalerRowWise, "statistics per row"),

@@ -36,6 +36,11 @@ def numpy_top_k_first(logits, temperature, top_k):
     return e / e.sum(-1, keepdims=True)
 
 
+def numpy_then_tensor(logits, temperature, top_k):
+    """The NumPy float64 computation, handed back as a (float64) torch tensor: what torch.multinomial takes."""
+    return torch.from_numpy(numpy_top_k_first(logits, temperature, top_k))
+
+
 def powered_probabilities(logits, temperature, top_k):
     """softmax(z)^(1/T), renormalised, equals softmax(z / T): another way to write the temperature."""
     if temperature == 0:
@@ -50,6 +55,19 @@ def powered_probabilities(logits, temperature, top_k):
 
 
 # ---------------------------------------------------------------- lab05.next_token_probs: wrong
+
+
+def returns_numpy(logits, temperature, top_k):
+    """Right numbers, but a NumPy array: the lab's next cell feeds it to torch.multinomial, which takes only
+    tensors."""
+    return numpy_top_k_first(logits, temperature, top_k)
+
+
+def greedy_one_hot_int64(logits, temperature, top_k):
+    """Temperature 0 as one_hot without .float(): an int64 tensor, which torch.multinomial refuses."""
+    if temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(-1), logits.shape[-1])
+    return like_generate(logits, temperature, top_k)
 
 
 def returns_log_probs(logits, temperature, top_k):
@@ -221,8 +239,10 @@ def divides_by_checkpoint_every(max_steps, checkpoint_every, steps_done):
 
 CASES = {
     "lab05.next_token_probs": Cases(
-        correct=[like_generate, numpy_top_k_first, powered_probabilities],
+        correct=[like_generate, numpy_then_tensor, powered_probabilities],
         wrong=[
+            Wrong(returns_numpy, "returns a numpy array: return a torch tensor"),
+            Wrong(greedy_one_hot_int64, "returns integer values (torch.int64)"),
             Wrong(returns_log_probs, "log-probabilities"),
             Wrong(softmax_over_batch, "batch axis"),
             Wrong(multiplies_by_temperature, "multiplied by the temperature"),

@@ -1,518 +1,311 @@
-"""Answers to lab 7: a LoRA layer by hand, what each fine-tuning strategy trains, SFT labels."""
+"""Answers to lab 7: a custom-scalars layout, PR curves per class, and the step validation loss stopped
+improving. The layout and curve answers write into the writer the checker gives them."""
 
 from __future__ import annotations
 
-import copy
-import math
-
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 from tests.checker_cases import Cases, Wrong
-from utils import lora
+from utils import tb
 
-# ---------------------------------------------------------------- lab07.lora_linear: right
+BAND = ["val/accuracy", "val/accuracy_low", "val/accuracy_high"]
 
+# ---------------------------------------------------------------- lab07.layout: right
 
-class ParameterLoRA(nn.Module):
-    """The reference: A and B as parameters, matmuls."""
 
-    def __init__(self, base, rank, alpha, init_b=nn.init.zeros_, init_a=None, scale=None):
-        super().__init__()
-        self.base = base
-        base.requires_grad_(False)
-        self.scale = alpha / rank if scale is None else scale
-        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features))
-        (init_a or (lambda a: nn.init.kaiming_uniform_(a, a=math.sqrt(5))))(self.lora_A)
-        self.lora_B = nn.Parameter(torch.empty(base.out_features, rank))
-        init_b(self.lora_B)
+def two_categories(writer):
+    writer.add_custom_scalars({"Losses": {"train vs val": ["Multiline", ["train/loss", "val/loss"]]},
+                               "Accuracy": {"band": ["Margin", BAND]}})
 
-    def forward(self, x):
-        return self.base(x) + self.scale * (x @ self.lora_A.T @ self.lora_B.T)
 
-    def delta(self):
-        return self.scale * self.lora_B @ self.lora_A  # (out, in)
+def one_category_with_a_regex(writer):
+    writer.add_custom_scalars({"Run": {"losses": ["Multiline", [r"(train|val)/loss"]],
+                                       "accuracy": ["Margin", BAND]}})
 
-    @torch.no_grad()
-    def merge(self):
-        merged = nn.Linear(self.base.in_features, self.base.out_features)
-        merged.weight.copy_(self.base.weight + self.delta())
-        merged.bias.copy_(self.base.bias)
-        return merged
 
+def margin_first_and_escaped_tags(writer):
+    layout = {"Accuracy": {"validation": ["Margin", list(BAND)]},
+              "Losses": {"both": ["Multiline", [r"train/loss", r"val/loss"]]}}
+    writer.add_custom_scalars(layout)
 
-class SubLayerLoRA(nn.Module):
-    """peft's layout: A and B as bias-free nn.Linear sub-layers; einsum for the merge."""
 
-    def __init__(self, base, rank, alpha):
-        super().__init__()
-        self.base, self.scale = base, alpha / rank
-        for p in base.parameters():
-            p.requires_grad = False
-        self.lora_A = nn.Linear(base.in_features, rank, bias=False)  # weight (r, in), Kaiming
-        self.lora_B = nn.Linear(rank, base.out_features, bias=False)
-        nn.init.zeros_(self.lora_B.weight)
+# ---------------------------------------------------------------- lab07.layout: wrong
 
-    def forward(self, x):
-        return self.base(x) + self.lora_B(self.lora_A(x)) * self.scale
 
-    def merge(self):
-        delta = torch.einsum("or,ri->oi", self.lora_B.weight, self.lora_A.weight).detach()
-        merged = copy.deepcopy(self.base)
-        merged.weight = nn.Parameter(self.base.weight.detach() + self.scale * delta)
-        return merged
+def writes_nothing(writer):
+    pass
 
 
-def factory_with_normal_init(base, rank, alpha):
-    """A function, not a class: a frozen copy of the base, normal A, F.linear and addmm."""
+def uses_add_scalars(writer):
+    writer.add_scalars("loss", {"train": 1.0, "val": 1.1}, 0)
 
-    class Adapted(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.frozen = copy.deepcopy(base).requires_grad_(False)
-            self.lora_A = nn.Parameter(torch.randn(rank, base.in_features) / base.in_features**0.5)
-            self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank))
 
-        def forward(self, x):
-            update = F.linear(F.linear(x, self.lora_A), self.lora_B)
-            return self.frozen(x) + update * (alpha / rank)
+def losses_in_a_margin_chart(writer):
+    writer.add_custom_scalars({"Losses": {"l": ["Margin", ["train/loss", "val/loss", "val/loss"]]},
+                               "Accuracy": {"band": ["Margin", BAND]}})
 
-        def merge(self):
-            with torch.no_grad():
-                weight = torch.addmm(self.frozen.weight, self.lora_B, self.lora_A, alpha=alpha / rank)
-                merged = nn.Linear(base.in_features, base.out_features)
-                merged.load_state_dict({"weight": weight, "bias": self.frozen.bias})
-            return merged
 
-    return Adapted()
+def misspelled_tags(writer):
+    writer.add_custom_scalars({"Losses": {"l": ["Multiline", ["loss/train", "loss/val"]]},
+                               "Accuracy": {"band": ["Margin", BAND]}})
 
 
-# ---------------------------------------------------------------- lab07.lora_linear: wrong
+def pattern_too_broad(writer):
+    writer.add_custom_scalars({"Losses": {"l": ["Multiline", ["train/.*", "val/loss"]]},
+                               "Accuracy": {"band": ["Margin", BAND]}})
 
 
-def random_b(base, rank, alpha):
-    return ParameterLoRA(base, rank, alpha, init_b=nn.init.normal_)
+def only_validation_loss(writer):
+    writer.add_custom_scalars({"Losses": {"l": ["Multiline", ["val/loss"]]},
+                               "Accuracy": {"band": ["Margin", BAND]}})
 
 
-def zero_a_too(base, rank, alpha):
-    return ParameterLoRA(base, rank, alpha, init_a=nn.init.zeros_)
+def band_as_multiline(writer):
+    writer.add_custom_scalars({"Losses": {"l": ["Multiline", ["train/loss", "val/loss"]]},
+                               "Accuracy": {"band": ["Multiline", BAND]}})
 
 
-def forgets_the_scale(base, rank, alpha):
-    return ParameterLoRA(base, rank, alpha, scale=1.0)
+def band_bounds_swapped(writer):
+    writer.add_custom_scalars({"Losses": {"l": ["Multiline", ["train/loss", "val/loss"]]},
+                               "Accuracy": {"band": ["Margin", [BAND[0], BAND[2], BAND[1]]]}})
 
 
-def inverted_scale(base, rank, alpha):
-    return ParameterLoRA(base, rank, alpha, scale=rank / alpha)
+def band_in_the_wrong_order(writer):
+    writer.add_custom_scalars({"Losses": {"l": ["Multiline", ["train/loss", "val/loss"]]},
+                               "Accuracy": {"band": ["Margin", [BAND[1], BAND[0], BAND[2]]]}})
 
 
-def integer_division_scale(base, rank, alpha):
-    return ParameterLoRA(base, rank, alpha, scale=alpha // rank)
+def no_band(writer):
+    writer.add_custom_scalars({"Losses": {"l": ["Multiline", ["train/loss", "val/loss"]]}})
 
 
-def alpha_not_divided(base, rank, alpha):
-    return ParameterLoRA(base, rank, alpha, scale=alpha)
+def band_of_unlogged_tags(writer):
+    writer.add_custom_scalars({"Losses": {"l": ["Multiline", ["train/loss", "val/loss"]]},
+                               "Accuracy": {"band": ["Margin", ["val/acc", "val/acc_lo", "val/acc_hi"]]}})
 
 
-def base_not_frozen(base, rank, alpha):
-    layer = ParameterLoRA(base, rank, alpha)
-    base.requires_grad_(True)
-    return layer
+# ---------------------------------------------------------------- lab07.pr_curves: right
 
 
-def bias_left_trainable(base, rank, alpha):
-    """Froze the weight only."""
-    layer = ParameterLoRA(base, rank, alpha)
-    base.bias.requires_grad_(True)
-    return layer
+def per_class_bool_labels(writer, labels, probs, step):
+    for c in range(probs.shape[1]):
+        writer.add_pr_curve(f"pr/class_{c}", labels == c, probs[:, c], step)
 
 
-class AdaptsTheBiasToo(ParameterLoRA):
-    """An extra trainable bias beside A and B."""
+def torch_tensors(writer, labels, probs, step):
+    labels, probs = torch.as_tensor(labels), torch.as_tensor(probs)
+    for c in range(probs.shape[1]):
+        writer.add_pr_curve(f"pr/class_{c}", (labels == c).int(), probs[:, c], global_step=step)
 
-    def __init__(self, base, rank, alpha):
-        super().__init__(base, rank, alpha)
-        self.lora_bias = nn.Parameter(torch.zeros(base.out_features))
 
-    def forward(self, x):
-        return super().forward(x) + self.lora_bias
+def fewer_thresholds(writer, labels, probs, step):
+    for c, scores in enumerate(np.asarray(probs).T):
+        writer.add_pr_curve(f"pr/class_{c}", (labels == c).astype(np.int64), scores, step,
+                            num_thresholds=50)
 
 
-class ForgetsTheBaseBias(ParameterLoRA):
-    def forward(self, x):
-        return F.linear(x, self.base.weight) + self.scale * (x @ self.lora_A.T @ self.lora_B.T)
+# ---------------------------------------------------------------- lab07.pr_curves: wrong
 
 
-class MergesInPlace(ParameterLoRA):
-    @torch.no_grad()
-    def merge(self):
-        self.base.weight += self.delta()
-        return self.base
+def from_predicted_labels(writer, labels, probs, step):
+    predicted = probs.argmax(axis=1)
+    for c in range(probs.shape[1]):
+        writer.add_pr_curve(f"pr/class_{c}", labels == c, (predicted == c).astype(float), step)
 
 
-class MergeWithoutScale(ParameterLoRA):
-    @torch.no_grad()
-    def merge(self):
-        merged = copy.deepcopy(self.base)
-        merged.weight += self.lora_B @ self.lora_A
-        return merged
+def class_numbers_as_labels(writer, labels, probs, step):
+    for c in range(probs.shape[1]):
+        writer.add_pr_curve(f"pr/class_{c}", labels, probs[:, c], step)
 
 
-class MergeReturnsTheBase(ParameterLoRA):
-    def merge(self):
-        return copy.deepcopy(self.base)
+def confidence_of_the_prediction(writer, labels, probs, step):
+    for c in range(probs.shape[1]):
+        writer.add_pr_curve(f"pr/class_{c}", labels == c, probs.max(axis=1), step)
 
 
-class MergeDropsTheBias(ParameterLoRA):
-    @torch.no_grad()
-    def merge(self):
-        merged = nn.Linear(self.base.in_features, self.base.out_features, bias=False)
-        merged.weight.copy_(self.base.weight + self.delta())
-        return merged
+def inverted_scores(writer, labels, probs, step):
+    for c in range(probs.shape[1]):
+        writer.add_pr_curve(f"pr/class_{c}", labels == c, 1 - probs[:, c], step)
 
 
-class TransposedA(ParameterLoRA):
-    def __init__(self, base, rank, alpha):
-        super().__init__(base, rank, alpha)
-        self.lora_A = nn.Parameter(self.lora_A.detach().T.clone())  # (in, r)
+def labels_and_scores_swapped(writer, labels, probs, step):
+    for c in range(probs.shape[1]):
+        writer.add_pr_curve(f"pr/class_{c}", probs[:, c], (labels == c).astype(float), step)
 
-    def forward(self, x):
-        return self.base(x) + self.scale * (x @ self.lora_A @ self.lora_B.T)
 
+def next_column(writer, labels, probs, step):
+    for c in range(probs.shape[1]):
+        writer.add_pr_curve(f"pr/class_{c}", labels == c, probs[:, (c + 1) % probs.shape[1]], step)
 
-class BuiltOnTheBooks(lora.LoRALinear):
-    """Subclasses the book's layer instead of writing one."""
 
+def other_tag_names(writer, labels, probs, step):
+    for c in range(probs.shape[1]):
+        writer.add_pr_curve(f"pr/{c}", labels == c, probs[:, c], step)
 
-def wraps_the_books(base, rank, alpha):
-    return lora.LoRALinear(base, rank, alpha)
 
+def step_zero(writer, labels, probs, step):
+    for c in range(probs.shape[1]):
+        writer.add_pr_curve(f"pr/class_{c}", labels == c, probs[:, c], 0)
 
-# ---------------------------------------------------------------- lab07.freeze_for_strategy: right
 
+def no_curve(writer, labels, probs, step):
+    writer.add_scalar("pr/none", 0.0, step)
 
-def _check_strategy(strategy):
-    if strategy not in ("frozen", "full", "lora"):
-        raise ValueError(f"unknown strategy {strategy!r}")
 
+def two_thresholds(writer, labels, probs, step):
+    """Right labels and scores, but a curve of two points: thresholds 0 and 1 only."""
+    for c in range(probs.shape[1]):
+        writer.add_pr_curve(f"pr/class_{c}", labels == c, probs[:, c], step, num_thresholds=2)
 
-def freeze_with_apply_lora(model, strategy):
-    _check_strategy(strategy)
-    if strategy == "lora":
-        lora.apply_lora(model, ["c_attn", "attn.c_proj"], rank=8, alpha=16.0, keep_trainable=("head.",))
-        return model
-    for p in model.parameters():
-        p.requires_grad_(strategy == "full")
-    model.head.requires_grad_(True)
-    return model
 
+def labels_as_scores(writer, labels, probs, step):
+    """The 0/1 labels passed as the predictions too: a perfect, two-point curve."""
+    for c in range(probs.shape[1]):
+        is_c = (labels == c).astype(float)
+        writer.add_pr_curve(f"pr/class_{c}", is_c, is_c, step)
 
-def freeze_by_name_with_own_adapters(model, strategy):
-    _check_strategy(strategy)
-    for name, p in model.named_parameters():
-        p.requires_grad = strategy == "full" or name.startswith("head.")
-    if strategy == "lora":
-        for block in model["body"].transformer.h:
-            block.attn.c_attn = ParameterLoRA(block.attn.c_attn, 8, 16)
-            block.attn.c_proj = ParameterLoRA(block.attn.c_proj, 8, 16)
-    return model
 
+def thresholded_at_a_half(writer, labels, probs, step):
+    """Hard decisions (p > 0.5) instead of the probabilities."""
+    for c in range(probs.shape[1]):
+        writer.add_pr_curve(f"pr/class_{c}", labels == c, (probs[:, c] > 0.5).astype(float), step)
 
-def freeze_modules_then_adapt_the_body(model, strategy):
-    _check_strategy(strategy)
-    model.body.requires_grad_(strategy == "full")
-    model.head.requires_grad_(True)
-    if strategy == "lora":
-        lora.apply_lora(model.body, ["attn.c_attn", "attn.c_proj"], rank=8, alpha=16)
-    return model
 
+# ---------------------------------------------------------------- lab07.stopped_improving: right
 
-# ---------------------------------------------------------------- lab07.freeze_for_strategy: wrong
 
+def by_idxmin(run):
+    val = tb.read_scalars(run, ["val/loss"])
+    return int(val.step[val.value.idxmin()])
 
-def head_frozen_too(model, strategy):
-    _check_strategy(strategy)
-    model.requires_grad_(strategy == "full")
-    if strategy == "lora":
-        lora.apply_lora(model, ["c_attn", "attn.c_proj"], 8, 16.0)  # no keep_trainable: head frozen
-    return model
 
+def by_a_loop(run):
+    best, best_step = float("inf"), None
+    for row in tb.read_scalars(run).itertuples():
+        if row.tag == "val/loss" and row.value < best:  # strict: a tie is no improvement
+            best, best_step = row.value, row.step
+    return best_step
 
-def freezes_nothing(model, strategy):
-    _check_strategy(strategy)
-    if strategy == "lora":
-        return freeze_with_apply_lora(model, strategy)
-    return model
 
+def by_argmin(run):
+    scalars = tb.read_scalars(run)
+    val = scalars[scalars.tag == "val/loss"]
+    return np.int64(val.step.to_numpy()[np.argmin(val.value.to_numpy())])
 
-def eval_instead_of_freezing(model, strategy):
-    _check_strategy(strategy)
-    if strategy == "frozen":
-        model.body.eval()
-        return model
-    return freeze_with_apply_lora(model, strategy)
 
+# ---------------------------------------------------------------- lab07.stopped_improving: wrong
 
-def freeze_selected(model, strategy, frozen):
-    """"frozen" freezes only what ``frozen(name, module)`` selects; the other strategies are right."""
-    if strategy != "frozen":
-        return freeze_with_apply_lora(model, strategy)
-    for name, module in model.body.named_modules():
-        if frozen(name, module):
-            module.requires_grad_(False)
-    return model
 
+def position_not_step(run):
+    val = tb.read_scalars(run, ["val/loss"])
+    return int(np.argmin(val.value.to_numpy()))
 
-def forgets_the_embeddings(model, strategy):
-    return freeze_selected(model, strategy, lambda name, m: name.startswith(("transformer.h", "transformer.ln_f")))
 
+def the_loss_itself(run):
+    return float(tb.read_scalars(run, ["val/loss"]).value.min())
 
-def forgets_the_layer_norms(model, strategy):
-    return freeze_selected(model, strategy, lambda name, m: isinstance(m, nn.Linear | nn.Embedding))
 
+def last_of_a_tie(run):
+    best, best_step = float("inf"), None
+    for row in tb.read_scalars(run, ["val/loss"]).itertuples():
+        if row.value <= best:
+            best, best_step = row.value, row.step
+    return best_step
 
-def freezes_only_linears(model, strategy):
-    return freeze_selected(model, strategy, lambda name, m: isinstance(m, nn.Linear))
 
+def the_evaluation_after(run):
+    val = tb.read_scalars(run, ["val/loss"]).reset_index(drop=True)
+    i = int(val.value.idxmin())
+    return int(val.step[min(i + 1, len(val) - 1)])
 
-def freezes_only_weights(model, strategy):
-    if strategy != "frozen":
-        return freeze_with_apply_lora(model, strategy)
-    for name, p in model.body.named_parameters():
-        p.requires_grad_(not name.endswith("weight"))
-    return model
 
+def train_loss(run):
+    train = tb.read_scalars(run, ["train/loss"])
+    return int(train.step[train.value.idxmin()])
 
-def full_freezes_the_body(model, strategy):
-    return freeze_with_apply_lora(model, "frozen" if strategy == "full" else strategy)
 
+def prefix_match(run):
+    scalars = tb.read_scalars(run)
+    val = scalars[scalars.tag.str.startswith("val/loss")]
+    return int(val.step[val.value.idxmin()])
 
-def lora_on_every_projection(model, strategy):
-    if strategy != "lora":
-        return freeze_with_apply_lora(model, strategy)
-    lora.apply_lora(model, ["c_attn", "c_proj"], 8, 16.0, keep_trainable=("head.",))  # MLP's c_proj too
-    return model
 
+def forgets_return(run):
+    tb.read_scalars(run, ["val/loss"])
 
-def lora_of_rank_4(model, strategy):
-    if strategy != "lora":
-        return freeze_with_apply_lora(model, strategy)
-    lora.apply_lora(model, ["c_attn", "attn.c_proj"], 4, 16.0, keep_trainable=("head.",))
-    return model
 
+def every_step(run):
+    return tb.read_scalars(run, ["val/loss"]).step.tolist()
 
-def lora_with_alpha_equal_to_rank(model, strategy):
-    if strategy != "lora":
-        return freeze_with_apply_lora(model, strategy)
-    lora.apply_lora(model, ["c_attn", "attn.c_proj"], 8, 8.0, keep_trainable=("head.",))
-    return model
 
+def before_the_first_rise(run):
+    """Stops at the first evaluation that is worse than the one before: a later, lower dip is missed."""
+    val = tb.read_scalars(run, ["val/loss"])
+    steps, values = val.step.tolist(), val.value.tolist()
+    for i in range(1, len(values)):
+        if values[i] > values[i - 1]:
+            return steps[i - 1]
+    return steps[-1]
 
-def lora_on_c_attn_only(model, strategy):
-    if strategy != "lora":
-        return freeze_with_apply_lora(model, strategy)
-    lora.apply_lora(model, ["c_attn"], 8, 16.0, keep_trainable=("head.",))
-    return model
 
-
-def lora_without_freezing(model, strategy):
-    if strategy != "lora":
-        return freeze_with_apply_lora(model, strategy)
-    for block in model.body.transformer.h:
-        block.attn.c_attn = ParameterLoRA(block.attn.c_attn, 8, 16.0)
-        block.attn.c_proj = ParameterLoRA(block.attn.c_proj, 8, 16.0)
-    for p in model.body.parameters():  # meant to unfreeze the adapters; unfreezes everything
-        p.requires_grad_(True)
-    return model
-
-
-def lora_with_random_b(model, strategy):
-    if strategy != "lora":
-        return freeze_with_apply_lora(model, strategy)
-    model.requires_grad_(False)
-    model.head.requires_grad_(True)
-    for block in model.body.transformer.h:
-        block.attn.c_attn = random_b(block.attn.c_attn, 8, 16.0)
-        block.attn.c_proj = random_b(block.attn.c_proj, 8, 16.0)
-    return model
-
-
-def accepts_any_strategy(model, strategy):
-    return freeze_with_apply_lora(model, strategy if strategy in ("full", "lora") else "frozen")
-
-
-def forgets_to_return(model, strategy):
-    freeze_with_apply_lora(model, strategy)
-
-
-# ---------------------------------------------------------------- lab07.sft_labels: right
-
-
-def labels_by_lists(prompt_ids, answer_ids, length, pad_id):
-    sequence = prompt_ids + answer_ids
-    padding = length - len(sequence) + 1
-    labels = [-100] * (len(prompt_ids) - 1) + answer_ids + [-100] * padding
-    return torch.tensor(sequence[:-1] + [pad_id] * padding), torch.tensor(labels)
-
-
-def labels_by_shifting_a_tensor(prompt_ids, answer_ids, length, pad_id):
-    """Inputs keep the last answer token (its label is -100, so it is never scored)."""
-    n, p = len(prompt_ids) + len(answer_ids), len(prompt_ids)
-    inputs = torch.full((length,), pad_id)
-    inputs[:n] = torch.tensor(prompt_ids + answer_ids)
-    targets = torch.full((length,), -100)
-    targets[:n - 1] = inputs[1:n]
-    targets[:p - 1] = -100
-    return inputs, targets
-
-
-def labels_by_numpy(prompt_ids, answer_ids, length, pad_id):
-    sequence = np.array(prompt_ids + answer_ids)
-    inputs = np.full(length, pad_id)
-    inputs[:len(sequence) - 1] = sequence[:-1]
-    labels = np.full(length, -100)
-    for t in range(len(sequence) - 1):
-        if t + 1 >= len(prompt_ids):
-            labels[t] = sequence[t + 1]
-    return inputs, labels
-
-
-# ---------------------------------------------------------------- lab07.sft_labels: wrong
-
-
-def _labels(prompt_ids, answer_ids, length, pad_id, first_scored, masked=-100, pad_label=-100):
-    """Targets t + 1 >= first_scored kept; the others ``masked``; padding ``pad_label``."""
-    sequence = prompt_ids + answer_ids
-    inputs = sequence[:-1] + [pad_id] * (length - len(sequence) + 1)
-    labels = [pad_label] * length
-    for t in range(len(sequence) - 1):
-        labels[t] = sequence[t + 1] if t + 1 >= first_scored else masked
-    return inputs, labels
-
-
-def prompt_not_masked(prompt_ids, answer_ids, length, pad_id):
-    return _labels(prompt_ids, answer_ids, length, pad_id, first_scored=0)
-
-
-def first_answer_masked(prompt_ids, answer_ids, length, pad_id):
-    return _labels(prompt_ids, answer_ids, length, pad_id, first_scored=len(prompt_ids) + 1)
-
-
-def last_prompt_kept(prompt_ids, answer_ids, length, pad_id):
-    return _labels(prompt_ids, answer_ids, length, pad_id, first_scored=len(prompt_ids) - 1)
-
-
-def masks_with_zero(prompt_ids, answer_ids, length, pad_id):
-    return _labels(prompt_ids, answer_ids, length, pad_id, len(prompt_ids), masked=0, pad_label=0)
-
-
-def padding_not_masked(prompt_ids, answer_ids, length, pad_id):
-    return _labels(prompt_ids, answer_ids, length, pad_id, len(prompt_ids), pad_label=pad_id)
-
-
-def answer_masked(prompt_ids, answer_ids, length, pad_id):
-    inputs, labels = _labels(prompt_ids, answer_ids, length, pad_id, first_scored=0)
-    return inputs, [v if t + 1 < len(prompt_ids) else -100 for t, v in enumerate(labels)]
-
-
-def not_shifted(prompt_ids, answer_ids, length, pad_id):
-    sequence = prompt_ids + answer_ids
-    padding = [pad_id] * (length - len(sequence))
-    labels = [-100] * len(prompt_ids) + answer_ids + [-100] * len(padding)
-    return sequence + padding, labels
-
-
-def pads_inputs_with_minus_100(prompt_ids, answer_ids, length, pad_id):
-    inputs, labels = labels_by_lists(prompt_ids, answer_ids, length, pad_id)
-    n = len(prompt_ids) + len(answer_ids)
-    inputs[n - 1:] = -100
-    return inputs, labels
-
-
-def extends_the_prompt_in_place(prompt_ids, answer_ids, length, pad_id):
-    p = len(prompt_ids)
-    prompt_ids += answer_ids
-    padding = length - len(prompt_ids) + 1
-    return prompt_ids[:-1] + [pad_id] * padding, [-100] * (p - 1) + answer_ids + [-100] * padding
-
-
-def returns_them_swapped(prompt_ids, answer_ids, length, pad_id):
-    inputs, labels = labels_by_lists(prompt_ids, answer_ids, length, pad_id)
-    return labels, inputs
-
-
-def float_labels(prompt_ids, answer_ids, length, pad_id):
-    inputs, labels = labels_by_lists(prompt_ids, answer_ids, length, pad_id)
-    return inputs, labels.float()
-
-
-def not_padded(prompt_ids, answer_ids, length, pad_id):
-    sequence = prompt_ids + answer_ids
-    return sequence[:-1], [-100] * (len(prompt_ids) - 1) + answer_ids
+def early_stopping_without_patience(run):
+    """The same mistake as a loop that breaks at the first evaluation that does not improve."""
+    best, best_step = float("inf"), None
+    for row in tb.read_scalars(run, ["val/loss"]).itertuples():
+        if row.value >= best:
+            break
+        best, best_step = row.value, row.step
+    return best_step
 
 
 CASES = {
-    "lab07.lora_linear": Cases(
-        correct=[ParameterLoRA, SubLayerLoRA, factory_with_normal_init],
+    "lab07.layout": Cases(
+        correct=[two_categories, one_category_with_a_regex, margin_first_and_escaped_tags],
         wrong=[
-            Wrong(random_b, "lora_B starts random"),
-            Wrong(zero_a_too, "lora_A starts at zero as well"),
-            Wrong(forgets_the_scale, "the scale alpha/rank is missing"),
-            Wrong(inverted_scale, "the scale is inverted"),
-            Wrong(integer_division_scale, "integer division"),
-            Wrong(alpha_not_divided, "multiplied by alpha but not divided by the rank"),
-            Wrong(base_not_frozen, "the base layer is not frozen"),
-            Wrong(bias_left_trainable, "a bias is trainable"),
-            Wrong(AdaptsTheBiasToo, "a bias is trainable"),
-            Wrong(ForgetsTheBaseBias, "bias is missing from the output"),
-            Wrong(MergesInPlace, "merge() changed the adapted layer in place"),
-            Wrong(MergeWithoutScale, "merge() leaves out alpha / rank"),
-            Wrong(MergeReturnsTheBase, "without the update B A"),
-            Wrong(MergeDropsTheBias, "lost the base layer's bias"),
-            Wrong(TransposedA, "lora_A has shape"),
-            Wrong(BuiltOnTheBooks, "utils.lora.LoRALinear"),
-            Wrong(wraps_the_books, "utils.lora.LoRALinear"),
+            Wrong(writes_nothing, "holds no custom-scalars layout"),
+            Wrong(uses_add_scalars, "add_scalars writes one run per key"),
+            Wrong(losses_in_a_margin_chart, "are in a Margin chart"),
+            Wrong(misspelled_tags, "match no tag the run logs"),
+            Wrong(pattern_too_broad, "a pattern matches more than"),
+            Wrong(only_validation_loss, "the Multiline chart shows only"),
+            Wrong(band_as_multiline, "are in a Multiline chart"),
+            Wrong(band_bounds_swapped, "lower and upper tags are swapped"),
+            Wrong(band_in_the_wrong_order, "its order is [value, lower, upper]"),
+            Wrong(no_band, "no Margin chart"),
+            Wrong(band_of_unlogged_tags, "the Margin chart's series are"),
         ],
     ),
-    "lab07.freeze_for_strategy": Cases(
-        correct=[freeze_with_apply_lora, freeze_by_name_with_own_adapters, freeze_modules_then_adapt_the_body],
+    "lab07.pr_curves": Cases(
+        correct=[per_class_bool_labels, torch_tensors, fewer_thresholds],
         wrong=[
-            Wrong(head_frozen_too, "the head is frozen too"),
-            Wrong(freezes_nothing, "strategy 'frozen': the body is left trainable"),
-            Wrong(eval_instead_of_freezing, "strategy 'frozen': the body is left trainable: set requires_grad to False on every "
-                                            "parameter of model.body; eval() freezes nothing"),
-            Wrong(forgets_the_embeddings, "the token and position embeddings (wte, wpe) are still trainable"),
-            Wrong(forgets_the_layer_norms, "the LayerNorm parameters (ln_1, ln_2, ln_f) are still trainable"),
-            Wrong(freezes_only_linears, "only the nn.Linear layers were frozen"),
-            Wrong(freezes_only_weights, "the biases of the body are still trainable"),
-            Wrong(full_freezes_the_body, "full fine-tuning trains every parameter"),
-            Wrong(lora_on_every_projection, "adapters on layers other than the attention's c_attn and c_proj"),
-            Wrong(lora_of_rank_4, "check the rank"),
-            Wrong(lora_with_alpha_equal_to_rank, "check the alpha"),
-            Wrong(lora_on_c_attn_only, "no adapter on ['h.0.attn.c_proj', 'h.1.attn.c_proj']"),
-            Wrong(lora_without_freezing, "strategy 'lora': the body is left trainable"),
-            Wrong(lora_with_random_b, "changed the model's output at the start"),
-            Wrong(accepts_any_strategy, "an unknown strategy must raise a ValueError"),
-            Wrong(forgets_to_return, "must return the model it was given"),
+            Wrong(from_predicted_labels, "built from predicted labels"),
+            Wrong(class_numbers_as_labels, "the labels are the class numbers"),
+            Wrong(confidence_of_the_prediction, "probability of the predicted class"),
+            Wrong(inverted_scores, "the scores are 1 - p"),
+            Wrong(labels_and_scores_swapped, "labels and scores are swapped"),
+            Wrong(next_column, "the next class's column"),
+            Wrong(other_tag_names, "named pr/class_<c>"),
+            Wrong(step_zero, "log it once, at the step given"),
+            Wrong(no_curve, "holds no PR curve"),
+            Wrong(two_thresholds, "needs many thresholds"),
+            Wrong(labels_as_scores, "the predictions are 0/1 decisions"),
+            Wrong(thresholded_at_a_half, "the predictions are 0/1 decisions"),
         ],
     ),
-    "lab07.sft_labels": Cases(
-        correct=[labels_by_lists, labels_by_shifting_a_tensor, labels_by_numpy],
+    "lab07.stopped_improving": Cases(
+        correct=[by_idxmin, by_a_loop, by_argmin],
         wrong=[
-            Wrong(prompt_not_masked, "the prompt is not masked"),
-            Wrong(first_answer_masked, "the first answer token's target is masked too"),
-            Wrong(last_prompt_kept, "the last prompt token is still a target"),
-            Wrong(masks_with_zero, "masked with 0 instead of -100"),
-            Wrong(padding_not_masked, "the padding is not masked"),
-            Wrong(answer_masked, "the answer is masked instead of the prompt"),
-            Wrong(not_shifted, "the labels are not shifted"),
-            Wrong(pads_inputs_with_minus_100, "the inputs are padded with -100"),
-            Wrong(extends_the_prompt_in_place, "changed the prompt or answer list"),
-            Wrong(returns_them_swapped, "the two are swapped"),
-            Wrong(float_labels, "holds floats"),
-            Wrong(not_padded, "padded to length"),
+            Wrong(position_not_step, "the position of the best evaluation"),
+            Wrong(the_loss_itself, "the lowest loss itself"),
+            Wrong(last_of_a_tie, "a tie is no improvement"),
+            Wrong(the_evaluation_after, "the first evaluation after the best"),
+            Wrong(train_loss, "where train/loss is lowest"),
+            Wrong(prefix_match, "it mixes in another tag"),
+            Wrong(forgets_return, "forget the `return`"),
+            Wrong(every_step, "return one step number"),
+            Wrong(before_the_first_rise, "the step before the first rise"),
+            Wrong(early_stopping_without_patience, "the step before the first rise"),
         ],
     ),
 }

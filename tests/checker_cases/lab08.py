@@ -1,267 +1,375 @@
-"""Answers to lab 8: a custom-scalars layout, PR curves per class, and the step validation loss stopped
-improving. The layout and curve answers write into the writer the checker gives them."""
+"""Answers to lab 8: the diagnosis and cure of six broken runs, and a plateau rule."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
-import torch
+import pandas as pd
 
 from tests.checker_cases import Cases, Wrong
-from utils import tb
 
-BAND = ["val/accuracy", "val/accuracy_low", "val/accuracy_high"]
+W, X = 10, 0.01
 
-# ---------------------------------------------------------------- lab08.layout: right
+# ---------------------------------------------------------------- lab08.diagnose_runs: right
 
+KEY = {
+    "run_a": ("lr_too_low", "lr", "raise"),
+    "run_b": ("exploding_gradients", "grad_clip", "set"),
+    "run_c": ("overfitting", "train_examples", "raise"),
+    "run_d": ("vanishing_gradients", "residual", "set"),
+    "run_e": ("nan_loss", "loss", "change"),
+    "run_f": ("shuffled_labels", "labels", "change"),
+}
 
-def two_categories(writer):
-    writer.add_custom_scalars({"Losses": {"train vs val": ["Multiline", ["train/loss", "val/loss"]]},
-                               "Accuracy": {"band": ["Margin", BAND]}})
 
+def the_key():
+    return dict(KEY)
 
-def one_category_with_a_regex(writer):
-    writer.add_custom_scalars({"Run": {"losses": ["Multiline", [r"(train|val)/loss"]],
-                                       "accuracy": ["Margin", BAND]}})
 
+def written_loosely():
+    """Lists instead of tuples, short run names, capitals, spaces and dashes."""
+    return {"A": ["LR too low", "lr", "Raise"], "b": ["exploding-gradients", "grad_clip", "set"],
+            "Run_C": [" overfitting ", "train examples", "raise"],
+            "run-d": ["Vanishing gradients", "Residual", "set"], "e": ["NaN loss", "loss", "change"],
+            "f": ["shuffled labels", "labels", "change"]}
 
-def margin_first_and_escaped_tags(writer):
-    layout = {"Accuracy": {"validation": ["Margin", list(BAND)]},
-              "Losses": {"both": ["Multiline", [r"train/loss", r"val/loss"]]}}
-    writer.add_custom_scalars(layout)
 
+def other_cures():
+    """Every problem cured by another change chapter 8 measured to work."""
+    return {**KEY, "run_b": ("exploding_gradients", "lr", "lower"),
+            "run_c": ("overfitting", "patience", "set"),
+            "run_d": ("vanishing_gradients", "norm", "set")}
 
-# ---------------------------------------------------------------- lab08.layout: wrong
 
+def activation_for_vanishing():
+    return {**KEY, "run_d": ("vanishing_gradients", "activation", "change")}
 
-def writes_nothing(writer):
-    pass
 
+def xavier_for_vanishing():
+    """Xavier's initialisation, scaled for the sigmoid: chapter 8's vanishing-xavier run learns."""
+    return {**KEY, "run_d": ("vanishing_gradients", "init", "change")}
 
-def uses_add_scalars(writer):
-    writer.add_scalars("loss", {"train": 1.0, "val": 1.1}, 0)
 
+def the_right_scale_and_weight_decay():
+    """The exploding run's weights drawn at He's scale; weight decay against overfitting."""
+    return {**KEY, "run_b": ("exploding_gradients", "init_gain", "lower"),
+            "run_c": ("overfitting", "weight_decay", "raise")}
 
-def losses_in_a_margin_chart(writer):
-    writer.add_custom_scalars({"Losses": {"l": ["Margin", ["train/loss", "val/loss", "val/loss"]]},
-                               "Accuracy": {"band": ["Margin", BAND]}})
 
+# ---------------------------------------------------------------- lab08.diagnose_runs: wrong
 
-def misspelled_tags(writer):
-    writer.add_custom_scalars({"Losses": {"l": ["Multiline", ["loss/train", "loss/val"]]},
-                               "Accuracy": {"band": ["Margin", BAND]}})
 
+def too_low_called_vanishing():
+    return {**KEY, "run_a": ("vanishing_gradients", "activation", "change")}
 
-def pattern_too_broad(writer):
-    writer.add_custom_scalars({"Losses": {"l": ["Multiline", ["train/.*", "val/loss"]]},
-                               "Accuracy": {"band": ["Margin", BAND]}})
 
+def vanishing_called_too_low():
+    return {**KEY, "run_d": ("lr_too_low", "lr", "raise")}
 
-def only_validation_loss(writer):
-    writer.add_custom_scalars({"Losses": {"l": ["Multiline", ["val/loss"]]},
-                               "Accuracy": {"band": ["Margin", BAND]}})
 
+def shuffled_called_overfitting():
+    return {**KEY, "run_f": ("overfitting", "train_examples", "raise")}
 
-def band_as_multiline(writer):
-    writer.add_custom_scalars({"Losses": {"l": ["Multiline", ["train/loss", "val/loss"]]},
-                               "Accuracy": {"band": ["Multiline", BAND]}})
 
+def exploding_called_nan():
+    return {**KEY, "run_b": ("nan_loss", "loss", "change")}
 
-def band_bounds_swapped(writer):
-    writer.add_custom_scalars({"Losses": {"l": ["Multiline", ["train/loss", "val/loss"]]},
-                               "Accuracy": {"band": ["Margin", [BAND[0], BAND[2], BAND[1]]]}})
 
+def nan_called_exploding():
+    return {**KEY, "run_e": ("exploding_gradients", "grad_clip", "set")}
 
-def band_in_the_wrong_order(writer):
-    writer.add_custom_scalars({"Losses": {"l": ["Multiline", ["train/loss", "val/loss"]]},
-                               "Accuracy": {"band": ["Margin", [BAND[1], BAND[0], BAND[2]]]}})
 
+def overfitting_called_healthy():
+    return {**KEY, "run_c": ("healthy", None, None)}
 
-def no_band(writer):
-    writer.add_custom_scalars({"Losses": {"l": ["Multiline", ["train/loss", "val/loss"]]}})
 
+def clipping_against_vanishing():
+    return {**KEY, "run_d": ("vanishing_gradients", "grad_clip", "set")}
 
-def band_of_unlogged_tags(writer):
-    writer.add_custom_scalars({"Losses": {"l": ["Multiline", ["train/loss", "val/loss"]]},
-                               "Accuracy": {"band": ["Margin", ["val/acc", "val/acc_lo", "val/acc_hi"]]}})
 
+def another_init_against_exploding():
+    """The initialisation scheme is right (He's, for ReLU); its scale is what is wrong."""
+    return {**KEY, "run_b": ("exploding_gradients", "init", "change")}
 
-# ---------------------------------------------------------------- lab08.pr_curves: right
 
+def raises_the_init_gain_of_an_exploding_run():
+    return {**KEY, "run_b": ("exploding_gradients", "init_gain", "raise")}
 
-def per_class_bool_labels(writer, labels, probs, step):
-    for c in range(probs.shape[1]):
-        writer.add_pr_curve(f"pr/class_{c}", labels == c, probs[:, c], step)
 
+def lowers_a_too_low_lr():
+    return {**KEY, "run_a": ("lr_too_low", "lr", "lower")}
 
-def torch_tensors(writer, labels, probs, step):
-    labels, probs = torch.as_tensor(labels), torch.as_tensor(probs)
-    for c in range(probs.shape[1]):
-        writer.add_pr_curve(f"pr/class_{c}", (labels == c).int(), probs[:, c], global_step=step)
 
+def more_steps_at_a_too_low_lr():
+    return {**KEY, "run_a": ("lr_too_low", "steps", "raise")}
 
-def fewer_thresholds(writer, labels, probs, step):
-    for c, scores in enumerate(np.asarray(probs).T):
-        writer.add_pr_curve(f"pr/class_{c}", (labels == c).astype(np.int64), scores, step,
-                            num_thresholds=50)
 
+def lower_lr_against_nan():
+    return {**KEY, "run_e": ("nan_loss", "lr", "lower")}
 
-# ---------------------------------------------------------------- lab08.pr_curves: wrong
 
+def dropout_against_overfitting():
+    return {**KEY, "run_c": ("overfitting", "dropout", "raise")}
 
-def from_predicted_labels(writer, labels, probs, step):
-    predicted = probs.argmax(axis=1)
-    for c in range(probs.shape[1]):
-        writer.add_pr_curve(f"pr/class_{c}", labels == c, (predicted == c).astype(float), step)
 
+def augmentation_against_overfitting():
+    return {**KEY, "run_c": ("overfitting", "augment", "set")}
 
-def class_numbers_as_labels(writer, labels, probs, step):
-    for c in range(probs.shape[1]):
-        writer.add_pr_curve(f"pr/class_{c}", labels, probs[:, c], step)
 
+def rescales_inputs_against_shuffled_labels():
+    return {**KEY, "run_f": ("shuffled_labels", "inputs", "change")}
 
-def confidence_of_the_prediction(writer, labels, probs, step):
-    for c in range(probs.shape[1]):
-        writer.add_pr_curve(f"pr/class_{c}", labels == c, probs.max(axis=1), step)
 
+def everything_lr_too_high():
+    return dict.fromkeys(KEY, ("lr_too_high", "lr", "lower"))
 
-def inverted_scores(writer, labels, probs, step):
-    for c in range(probs.shape[1]):
-        writer.add_pr_curve(f"pr/class_{c}", labels == c, 1 - probs[:, c], step)
 
+def problem_not_in_the_vocabulary():
+    return {**KEY, "run_b": ("gradient_explosion", "grad_clip", "set")}
 
-def labels_and_scores_swapped(writer, labels, probs, step):
-    for c in range(probs.shape[1]):
-        writer.add_pr_curve(f"pr/class_{c}", probs[:, c], (labels == c).astype(float), step)
 
+def setting_that_does_not_exist():
+    return {**KEY, "run_b": ("exploding_gradients", "clip_norm", "set")}
 
-def next_column(writer, labels, probs, step):
-    for c in range(probs.shape[1]):
-        writer.add_pr_curve(f"pr/class_{c}", labels == c, probs[:, (c + 1) % probs.shape[1]], step)
 
+def change_not_in_the_vocabulary():
+    return {**KEY, "run_a": ("lr_too_low", "lr", "increase")}
 
-def other_tag_names(writer, labels, probs, step):
-    for c in range(probs.shape[1]):
-        writer.add_pr_curve(f"pr/{c}", labels == c, probs[:, c], step)
 
+def problem_only():
+    return {name: problem for name, (problem, _, _) in KEY.items()}
 
-def step_zero(writer, labels, probs, step):
-    for c in range(probs.shape[1]):
-        writer.add_pr_curve(f"pr/class_{c}", labels == c, probs[:, c], 0)
 
+def a_run_left_out():
+    return {name: answer for name, answer in KEY.items() if name != "run_f"}
 
-def no_curve(writer, labels, probs, step):
-    writer.add_scalar("pr/none", 0.0, step)
 
+def a_run_that_does_not_exist():
+    return {**KEY, "run_g": ("healthy", None, None)}
 
-# ---------------------------------------------------------------- lab08.stopped_improving: right
 
+def answers_as_a_list():
+    return list(KEY.values())
 
-def by_idxmin(run):
-    val = tb.read_scalars(run, ["val/loss"])
-    return int(val.step[val.value.idxmin()])
 
+def forgets_to_return():
+    answers = dict(KEY)
+    answers.update(run_a=("lr_too_low", "lr", "raise"))  # and no return
 
-def by_a_loop(run):
-    best, best_step = float("inf"), None
-    for row in tb.read_scalars(run).itertuples():
-        if row.tag == "val/loss" and row.value < best:  # strict: a tie is no improvement
-            best, best_step = row.value, row.step
-    return best_step
 
+# ---------------------------------------------------------------- lab08.plateau_rule: right
 
-def by_argmin(run):
-    scalars = tb.read_scalars(run)
-    val = scalars[scalars.tag == "val/loss"]
-    return np.int64(val.step.to_numpy()[np.argmin(val.value.to_numpy())])
 
+def numpy_means(steps, values):
+    values = np.asarray(values, dtype=float)
+    finite = np.isfinite(values)
+    steps, values = np.asarray(steps)[finite], values[finite]
+    if len(values) < 2 * W:
+        return None
+    means = np.convolve(values, np.ones(W) / W, mode="valid")
+    for j in range(len(means) - W):
+        if means[j + 1:].min() >= (1 - X) * means[j]:
+            return int(steps[j + W - 1])
+    return None
 
-# ---------------------------------------------------------------- lab08.stopped_improving: wrong
 
+def python_loops(steps, values):
+    points = [(s, v) for s, v in zip(steps, values, strict=True) if math.isfinite(v)]
+    if len(points) < 2 * W:
+        return None
+    means = [sum(v for _, v in points[k - W + 1:k + 1]) / W for k in range(W - 1, len(points))]
+    for i in range(W - 1, len(points) - W):  # i: a point with W points after it
+        mine = means[i - W + 1]
+        if all(later >= (1 - X) * mine for later in means[i - W + 2:]):
+            return points[i][0]
+    return None
 
-def position_not_step(run):
-    val = tb.read_scalars(run, ["val/loss"])
-    return int(np.argmin(val.value.to_numpy()))
 
+def pandas_rolling(steps, values):
+    """Rolling means, and the minimum of every later mean by a reversed cumulative minimum."""
+    series = pd.Series(values, index=steps, dtype=float)
+    series = series[np.isfinite(series.to_numpy())]
+    if len(series) < 2 * W:
+        return None
+    means = series.rolling(W).mean().dropna()
+    later = means[::-1].cummin()[::-1].shift(-1)  # the smallest mean after each point
+    ok = (later >= (1 - X) * means).to_numpy()[:len(means) - W]
+    return int(means.index[ok.argmax()]) if ok.any() else None
 
-def the_loss_itself(run):
-    return float(tb.read_scalars(run, ["val/loss"]).value.min())
 
+# ---------------------------------------------------------------- lab08.plateau_rule: wrong
 
-def last_of_a_tie(run):
-    best, best_step = float("inf"), None
-    for row in tb.read_scalars(run, ["val/loss"]).itertuples():
-        if row.value <= best:
-            best, best_step = row.value, row.step
-    return best_step
 
+def _rule(steps, values, window=W, tolerance=X, ahead=None, later_points=W, absolute=False):
+    values = np.asarray(values, dtype=float)
+    finite = np.isfinite(values)
+    steps, values = np.asarray(steps)[finite], values[finite]
+    if len(values) < 2 * W:
+        return None
+    means = np.convolve(values, np.ones(window) / window, mode="valid")
+    for j in range(len(means) - later_points):
+        later = means[j + 1:] if ahead is None else means[j + 1:j + 1 + ahead]
+        floor = means[j] - tolerance if absolute else (1 - tolerance) * means[j]
+        if later.min(initial=np.inf) >= floor:
+            return int(steps[j + window - 1])
+    return None
 
-def the_evaluation_after(run):
-    val = tb.read_scalars(run, ["val/loss"]).reset_index(drop=True)
-    i = int(val.value.idxmin())
-    return int(val.step[min(i + 1, len(val) - 1)])
 
+def returns_the_index(steps, values):
+    found = numpy_means(steps, values)
+    return None if found is None else int(np.flatnonzero(np.asarray(steps) == found)[0])
 
-def train_loss(run):
-    train = tb.read_scalars(run, ["train/loss"])
-    return int(train.step[train.value.idxmin()])
 
+def reports_the_window_start(steps, values):
+    found = numpy_means(steps, values)
+    if found is None:
+        return None
+    finite = np.asarray(steps)[np.isfinite(values)]
+    return int(finite[np.flatnonzero(finite == found)[0] - W + 1])
 
-def prefix_match(run):
-    scalars = tb.read_scalars(run)
-    val = scalars[scalars.tag.str.startswith("val/loss")]
-    return int(val.step[val.value.idxmin()])
 
+def tolerance_in_percent(steps, values):
+    return _rule(steps, values, tolerance=1.0)
 
-def forgets_return(run):
-    tb.read_scalars(run, ["val/loss"])
 
+def needs_no_later_points(steps, values):
+    return _rule(steps, values, later_points=0)
 
-def every_step(run):
-    return tb.read_scalars(run, ["val/loss"]).step.tolist()
+
+def looks_only_a_window_ahead(steps, values):
+    return _rule(steps, values, ahead=W)
+
+
+def absolute_tolerance(steps, values):
+    return _rule(steps, values, absolute=True)
+
+
+def single_points(steps, values):
+    return _rule(steps, values, window=1)
+
+
+def drops_values_not_steps(steps, values):
+    values = np.asarray(values, dtype=float)
+    kept = values[np.isfinite(values)]
+    found = numpy_means(np.arange(len(kept)), kept)
+    return None if found is None else int(np.asarray(steps)[found])
+
+
+def keeps_the_nans(steps, values):
+    """Smooths NaN and inf along: a NaN mean compares False, an inf one True."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2 * W:
+        return None
+    means = np.convolve(values, np.ones(W) / W, mode="valid")
+    for j in range(len(means) - W):
+        if all(later >= (1 - X) * means[j] for later in means[j + 1:]):
+            return int(steps[j + W - 1])
+    return None
+
+
+def crashes_on_short_curves(steps, values):
+    values = np.asarray(values, dtype=float)
+    finite = np.isfinite(values)
+    steps, values = np.asarray(steps)[finite], values[finite]
+    means = np.convolve(values, np.ones(W) / W, mode="valid")
+    best = means[0]  # IndexError on a curve of fewer than W points
+    for j in range(len(means) - W):
+        best = min(best, means[j])
+        if means[j + 1:].min() >= (1 - X) * means[j]:
+            return int(steps[j + W - 1])
+    return None
+
+
+def replaces_nans_in_place(steps, values):
+    values[~np.isfinite(values)] = np.nanmedian(values)
+    return numpy_means(steps, values)
+
+
+def says_whether(steps, values):
+    return numpy_means(steps, values) is not None
+
+
+def forgets_to_return_the_step(steps, values):
+    numpy_means(steps, values)
+
+
+def falls_back_to_the_last_step(steps, values):
+    """Returns the last step when no point qualifies, instead of None."""
+    found = numpy_means(steps, values)
+    return int(np.asarray(steps)[-1]) if found is None and len(steps) else found
+
+
+def next_mean_only(steps, values):
+    """Compares each mean with the next one only: the first small step is taken for a plateau."""
+    return _rule(steps, values, ahead=1)
+
+
+def within_one_percent_of_the_end(steps, values):
+    """The first point within 1% of the final mean: a curve that still falls gets a plateau near its end."""
+    values = np.asarray(values, dtype=float)
+    finite = np.isfinite(values)
+    steps, values = np.asarray(steps)[finite], values[finite]
+    if len(values) < 2 * W:
+        return None
+    means = np.convolve(values, np.ones(W) / W, mode="valid")
+    close = np.flatnonzero(means <= (1 + X) * means[-1])
+    return int(steps[close[0] + W - 1])
 
 
 CASES = {
-    "lab08.layout": Cases(
-        correct=[two_categories, one_category_with_a_regex, margin_first_and_escaped_tags],
+    "lab08.diagnose_runs": Cases(
+        correct=[the_key, written_loosely, other_cures, activation_for_vanishing, xavier_for_vanishing,
+                 the_right_scale_and_weight_decay],
         wrong=[
-            Wrong(writes_nothing, "holds no custom-scalars layout"),
-            Wrong(uses_add_scalars, "add_scalars writes one run per key"),
-            Wrong(losses_in_a_margin_chart, "are in a Margin chart"),
-            Wrong(misspelled_tags, "match no tag the run logs"),
-            Wrong(pattern_too_broad, "a pattern matches more than"),
-            Wrong(only_validation_loss, "the Multiline chart shows only"),
-            Wrong(band_as_multiline, "are in a Multiline chart"),
-            Wrong(band_bounds_swapped, "lower and upper tags are swapped"),
-            Wrong(band_in_the_wrong_order, "its order is [value, lower, upper]"),
-            Wrong(no_band, "no Margin chart"),
-            Wrong(band_of_unlogged_tags, "the Margin chart's series are"),
+            Wrong(too_low_called_vanishing, "small in every layer alike"),
+            Wrong(vanishing_called_too_low, "yet its first layers barely move"),
+            Wrong(shuffled_called_overfitting, "never fell below chance"),
+            Wrong(exploding_called_nan, "grew by orders of magnitude before the loss gave out"),
+            Wrong(nan_called_exploding, "the loss itself computed a NaN"),
+            Wrong(overfitting_called_healthy, "run_c is not healthy: it shows that the training loss"),
+            Wrong(clipping_against_vanishing, "clipping does not cure vanishing gradients"),
+            Wrong(another_init_against_exploding, "yet not its scheme"),
+            Wrong(raises_the_init_gain_of_an_exploding_run,
+                  "not to raise: this run recorded init_gain=1.8; lower it"),
+            Wrong(lowers_a_too_low_lr, "not to lower: this run recorded lr=0.0005; raise it"),
+            Wrong(more_steps_at_a_too_low_lr, "about 100x as many updates"),
+            Wrong(lower_lr_against_nan, "does not stop 0 / 0"),
+            Wrong(dropout_against_overfitting, "dropout at 0.2, 0.5 and 0.8 did not shrink the gap"),
+            Wrong(augmentation_against_overfitting, "up to one pixel left the run overfitting"),
+            Wrong(rescales_inputs_against_shuffled_labels,
+                  "change inputs is not what cures shuffled_labels: its healthy twin differs from it in "
+                  "labels only (labels=shuffled here, paired there)"),
+            Wrong(everything_lr_too_high, "6 of the 6 runs"),
+            Wrong(problem_not_in_the_vocabulary, "'gradient_explosion' is not one of the problems"),
+            Wrong(setting_that_does_not_exist, "'clip_norm' is not a setting"),
+            Wrong(change_not_in_the_vocabulary, "'increase' is not a change"),
+            Wrong(problem_only, "give a tuple (problem, setting, change)"),
+            Wrong(a_run_left_out, "no answer for run_f"),
+            Wrong(a_run_that_does_not_exist, "not a run of this lab"),
+            Wrong(answers_as_a_list, "return a dict"),
+            Wrong(forgets_to_return, "returned None"),
         ],
     ),
-    "lab08.pr_curves": Cases(
-        correct=[per_class_bool_labels, torch_tensors, fewer_thresholds],
+    "lab08.plateau_rule": Cases(
+        correct=[numpy_means, python_loops, pandas_rolling],
         wrong=[
-            Wrong(from_predicted_labels, "built from predicted labels"),
-            Wrong(class_numbers_as_labels, "the labels are the class numbers"),
-            Wrong(confidence_of_the_prediction, "probability of the predicted class"),
-            Wrong(inverted_scores, "the scores are 1 - p"),
-            Wrong(labels_and_scores_swapped, "labels and scores are swapped"),
-            Wrong(next_column, "the next class's column"),
-            Wrong(other_tag_names, "named pr/class_<c>"),
-            Wrong(step_zero, "log it once, at the step given"),
-            Wrong(no_curve, "holds no PR curve"),
-        ],
-    ),
-    "lab08.stopped_improving": Cases(
-        correct=[by_idxmin, by_a_loop, by_argmin],
-        wrong=[
-            Wrong(position_not_step, "the position of the best evaluation"),
-            Wrong(the_loss_itself, "the lowest loss itself"),
-            Wrong(last_of_a_tie, "a tie is no improvement"),
-            Wrong(the_evaluation_after, "the first evaluation after the best"),
-            Wrong(train_loss, "where train/loss is lowest"),
-            Wrong(prefix_match, "it mixes in another tag"),
-            Wrong(forgets_return, "forget the `return`"),
-            Wrong(every_step, "return one step number"),
+            Wrong(returns_the_index, "position of the point in the arrays"),
+            Wrong(reports_the_window_start, "off by the window"),
+            Wrong(tolerance_in_percent, "1% is 0.01"),
+            Wrong(needs_no_later_points, "fewer than 10 points after it"),
+            Wrong(looks_only_a_window_ahead, "only looks 10 means ahead"),
+            Wrong(absolute_tolerance, "absolute 0.01"),
+            Wrong(single_points, "compares single points"),
+            Wrong(drops_values_not_steps, "not their steps"),
+            Wrong(keeps_the_nans, "NaN or inf"),
+            Wrong(crashes_on_short_curves, "too short to show a plateau"),
+            Wrong(replaces_nans_in_place, "changed the steps or values"),
+            Wrong(says_whether, "not True/False"),
+            Wrong(forgets_to_return_the_step, "misses the plateau"),
+            Wrong(falls_back_to_the_last_step, "false alarm: it reports a plateau at step 199"),
+            Wrong(next_mean_only, "the plateau starts at step 102"),
+            Wrong(within_one_percent_of_the_end, "fewer than 10 points after it"),
         ],
     ),
 }

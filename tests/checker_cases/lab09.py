@@ -1,375 +1,300 @@
-"""Answers to lab 9: the diagnosis and cure of six broken runs, and a plateau rule."""
+"""Answers to lab 9: DistributedSampler's shards, the all-reduce average, and the rank-0 logging guard."""
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 
 import numpy as np
-import pandas as pd
+import torch
+from torch.utils.data import DistributedSampler
 
 from tests.checker_cases import Cases, Wrong
+from utils.hooks import due
 
-W, X = 10, 0.01
+# ---------------------------------------------------------------- lab09.shard_indices: right
 
-# ---------------------------------------------------------------- lab09.diagnose_runs: right
 
-KEY = {
-    "run_a": ("lr_too_low", "lr", "raise"),
-    "run_b": ("exploding_gradients", "grad_clip", "set"),
-    "run_c": ("overfitting", "train_examples", "raise"),
-    "run_d": ("vanishing_gradients", "residual", "set"),
-    "run_e": ("nan_loss", "loss", "change"),
-    "run_f": ("shuffled_labels", "labels", "change"),
-}
+def with_torchs_sampler(n, world_size, rank, drop_last):
+    sampler = DistributedSampler(range(n), num_replicas=world_size, rank=rank, shuffle=False,
+                                 drop_last=drop_last)
+    return list(sampler)
 
 
-def the_key():
-    return dict(KEY)
+def by_arithmetic(n, world_size, rank, drop_last):
+    per_rank = n // world_size if drop_last else math.ceil(n / world_size)
+    return [(rank + k * world_size) % n for k in range(per_rank)]
 
 
-def written_loosely():
-    """Lists instead of tuples, short run names, capitals, spaces and dashes."""
-    return {"A": ["LR too low", "lr", "Raise"], "b": ["exploding-gradients", "grad_clip", "set"],
-            "Run_C": [" overfitting ", "train examples", "raise"],
-            "run-d": ["Vanishing gradients", "Residual", "set"], "e": ["NaN loss", "loss", "change"],
-            "f": ["shuffled labels", "labels", "change"]}
+def numpy_padded(n, world_size, rank, drop_last):
+    indices = np.arange(n)
+    if drop_last:
+        indices = indices[: n // world_size * world_size]
+    else:
+        indices = np.resize(indices, math.ceil(n / world_size) * world_size)  # repeats from the start
+    return indices[rank::world_size]
 
 
-def other_cures():
-    """Every problem cured by another change chapter 8 measured to work."""
-    return {**KEY, "run_b": ("exploding_gradients", "lr", "lower"),
-            "run_c": ("overfitting", "patience", "set"),
-            "run_d": ("vanishing_gradients", "norm", "set")}
+# ---------------------------------------------------------------- lab09.shard_indices: wrong
 
 
-def activation_for_vanishing():
-    return {**KEY, "run_d": ("vanishing_gradients", "activation", "change")}
+def whole_dataset(n, world_size, rank, drop_last):
+    return list(range(n))
 
 
-def xavier_for_vanishing():
-    """Xavier's initialisation, scaled for the sigmoid: chapter 8's vanishing-xavier run learns."""
-    return {**KEY, "run_d": ("vanishing_gradients", "init", "change")}
+def contiguous_blocks(n, world_size, rank, drop_last):
+    size = n // world_size if drop_last else math.ceil(n / world_size)
+    padded = [i % n for i in range(size * world_size)]
+    return padded[rank * size:(rank + 1) * size]
 
 
-def the_right_scale_and_weight_decay():
-    """The exploding run's weights drawn at He's scale; weight decay against overfitting."""
-    return {**KEY, "run_b": ("exploding_gradients", "init_gain", "lower"),
-            "run_c": ("overfitting", "weight_decay", "raise")}
+def no_padding(n, world_size, rank, drop_last):
+    end = n // world_size * world_size if drop_last else n
+    return list(range(rank, end, world_size))
 
 
-# ---------------------------------------------------------------- lab09.diagnose_runs: wrong
+def pads_with_the_last(n, world_size, rank, drop_last):
+    if drop_last:
+        return list(range(rank, n // world_size * world_size, world_size))
+    total = math.ceil(n / world_size) * world_size
+    padded = list(range(n)) + [n - 1] * (total - n)
+    return padded[rank::world_size]
 
 
-def too_low_called_vanishing():
-    return {**KEY, "run_a": ("vanishing_gradients", "activation", "change")}
+def always_pads(n, world_size, rank, drop_last):
+    return by_arithmetic(n, world_size, rank, False)
 
 
-def vanishing_called_too_low():
-    return {**KEY, "run_d": ("lr_too_low", "lr", "raise")}
+def always_drops(n, world_size, rank, drop_last):
+    return list(range(rank, n // world_size * world_size, world_size))
 
 
-def shuffled_called_overfitting():
-    return {**KEY, "run_f": ("overfitting", "train_examples", "raise")}
+def pads_with_a_slice(n, world_size, rank, drop_last):
+    """Pads with indices[:padding]: too short when the padding exceeds n (n=2 over 5 ranks needs 3)."""
+    indices = list(range(n))
+    if drop_last:
+        indices = indices[: n // world_size * world_size]
+    else:
+        indices = indices + indices[: math.ceil(n / world_size) * world_size - n]
+    return indices[rank::world_size]
 
 
-def exploding_called_nan():
-    return {**KEY, "run_b": ("nan_loss", "loss", "change")}
+def ranks_from_one(n, world_size, rank, drop_last):
+    return by_arithmetic(n, world_size, (rank + 1) % world_size, drop_last)
 
 
-def nan_called_exploding():
-    return {**KEY, "run_e": ("exploding_gradients", "grad_clip", "set")}
+def returns_a_count(n, world_size, rank, drop_last):
+    return len(by_arithmetic(n, world_size, rank, drop_last))
 
 
-def overfitting_called_healthy():
-    return {**KEY, "run_c": ("healthy", None, None)}
+def shuffled_differently_per_rank(n, world_size, rank, drop_last):
+    """Each rank shuffles with its own seed: shards overlap and miss examples."""
+    order = np.random.default_rng(rank).permutation(n).tolist()
+    per_rank = n // world_size if drop_last else math.ceil(n / world_size)
+    return order[:per_rank]
 
 
-def clipping_against_vanishing():
-    return {**KEY, "run_d": ("vanishing_gradients", "grad_clip", "set")}
+# ---------------------------------------------------------------- lab09.averaged_gradients: right
 
 
-def another_init_against_exploding():
-    """The initialisation scheme is right (He's, for ReLU); its scale is what is wrong."""
-    return {**KEY, "run_b": ("exploding_gradients", "init", "change")}
+def stack_and_mean(per_rank):
+    return {name: torch.stack([g[name] for g in per_rank]).mean(0) for name in per_rank[0]}
 
 
-def raises_the_init_gain_of_an_exploding_run():
-    return {**KEY, "run_b": ("exploding_gradients", "init_gain", "raise")}
+def loop_sum_then_divide(per_rank):
+    out = {}
+    for name in per_rank[0]:
+        total = torch.zeros_like(per_rank[0][name])
+        for grads in per_rank:
+            total = total + grads[name]
+        out[name] = total / len(per_rank)
+    return out
 
 
-def lowers_a_too_low_lr():
-    return {**KEY, "run_a": ("lr_too_low", "lr", "lower")}
+def numpy_mean(per_rank):
+    return {name: torch.from_numpy(np.mean([g[name].numpy() for g in per_rank], axis=0))
+            for name in per_rank[0]}
 
 
-def more_steps_at_a_too_low_lr():
-    return {**KEY, "run_a": ("lr_too_low", "steps", "raise")}
+# ---------------------------------------------------------------- lab09.averaged_gradients: wrong
 
 
-def lower_lr_against_nan():
-    return {**KEY, "run_e": ("nan_loss", "lr", "lower")}
+def sums(per_rank):
+    return {name: functools.reduce(torch.add, [g[name] for g in per_rank]) for name in per_rank[0]}
 
 
-def dropout_against_overfitting():
-    return {**KEY, "run_c": ("overfitting", "dropout", "raise")}
+def rank_zero_only(per_rank):
+    return {name: value.clone() for name, value in per_rank[0].items()}
 
 
-def augmentation_against_overfitting():
-    return {**KEY, "run_c": ("overfitting", "augment", "set")}
+def last_rank_only(per_rank):
+    return dict(per_rank[-1])
 
 
-def rescales_inputs_against_shuffled_labels():
-    return {**KEY, "run_f": ("shuffled_labels", "inputs", "change")}
+def divides_by_parameter_count(per_rank):
+    return {name: sum(g[name] for g in per_rank) / len(per_rank[0]) for name in per_rank[0]}
 
 
-def everything_lr_too_high():
-    return dict.fromkeys(KEY, ("lr_too_high", "lr", "lower"))
+def divides_by_two(per_rank):
+    return {name: sum(g[name] for g in per_rank) / 2 for name in per_rank[0]}
 
 
-def problem_not_in_the_vocabulary():
-    return {**KEY, "run_b": ("gradient_explosion", "grad_clip", "set")}
+def first_two_ranks(per_rank):
+    return {name: (per_rank[0][name] + per_rank[1][name]) / 2 for name in per_rank[0]}
 
 
-def setting_that_does_not_exist():
-    return {**KEY, "run_b": ("exploding_gradients", "clip_norm", "set")}
+def median_over_ranks(per_rank):
+    return {name: torch.stack([g[name] for g in per_rank]).median(0).values for name in per_rank[0]}
 
 
-def change_not_in_the_vocabulary():
-    return {**KEY, "run_a": ("lr_too_low", "lr", "increase")}
+def running_pairwise_mean(per_rank):
+    out = dict(per_rank[0])
+    for grads in per_rank[1:]:
+        out = {name: (out[name] + grads[name]) / 2 for name in out}
+    return out
 
 
-def problem_only():
-    return {name: problem for name, (problem, _, _) in KEY.items()}
+def accumulates_into_rank_zero(per_rank):
+    """An all-reduce done in place into the first rank's tensors."""
+    for grads in per_rank[1:]:
+        for name in grads:
+            per_rank[0][name] += grads[name]
+    for name in per_rank[0]:
+        per_rank[0][name] /= len(per_rank)
+    return per_rank[0]
 
 
-def a_run_left_out():
-    return {name: answer for name, answer in KEY.items() if name != "run_f"}
+def one_dict_per_rank(per_rank):
+    mean = stack_and_mean(per_rank)
+    return [mean for _ in per_rank]
 
 
-def a_run_that_does_not_exist():
-    return {**KEY, "run_g": ("healthy", None, None)}
+def averages_entries(per_rank):
+    return {name: torch.stack([g[name] for g in per_rank]).mean() for name in per_rank[0]}
 
 
-def answers_as_a_list():
-    return list(KEY.values())
+# ---------------------------------------------------------------- lab09.should_log: right
 
 
-def forgets_to_return():
-    answers = dict(KEY)
-    answers.update(run_a=("lr_too_low", "lr", "raise"))  # and no return
+def global_rank_zero(env, step, log_every, last_step):
+    return int(env.get("RANK", 0)) == 0 and due(log_every, step, last_step)
 
 
-# ---------------------------------------------------------------- lab09.plateau_rule: right
+def written_out(env, step, log_every, last_step):
+    if env.get("RANK", "0") != "0" or log_every <= 0:
+        return False
+    return step % log_every == 0 or step == last_step
 
 
-def numpy_means(steps, values):
-    values = np.asarray(values, dtype=float)
-    finite = np.isfinite(values)
-    steps, values = np.asarray(steps)[finite], values[finite]
-    if len(values) < 2 * W:
-        return None
-    means = np.convolve(values, np.ones(W) / W, mode="valid")
-    for j in range(len(means) - W):
-        if means[j + 1:].min() >= (1 - X) * means[j]:
-            return int(steps[j + W - 1])
-    return None
+def with_defaults_first(env, step, log_every, last_step):
+    rank = env["RANK"] if "RANK" in env else "0"
+    due_now = log_every > 0 and (step == last_step or not step % log_every)
+    return bool(due_now and int(rank) == 0)
 
 
-def python_loops(steps, values):
-    points = [(s, v) for s, v in zip(steps, values, strict=True) if math.isfinite(v)]
-    if len(points) < 2 * W:
-        return None
-    means = [sum(v for _, v in points[k - W + 1:k + 1]) / W for k in range(W - 1, len(points))]
-    for i in range(W - 1, len(points) - W):  # i: a point with W points after it
-        mine = means[i - W + 1]
-        if all(later >= (1 - X) * mine for later in means[i - W + 2:]):
-            return points[i][0]
-    return None
+# ---------------------------------------------------------------- lab09.should_log: wrong
 
 
-def pandas_rolling(steps, values):
-    """Rolling means, and the minimum of every later mean by a reversed cumulative minimum."""
-    series = pd.Series(values, index=steps, dtype=float)
-    series = series[np.isfinite(series.to_numpy())]
-    if len(series) < 2 * W:
-        return None
-    means = series.rolling(W).mean().dropna()
-    later = means[::-1].cummin()[::-1].shift(-1)  # the smallest mean after each point
-    ok = (later >= (1 - X) * means).to_numpy()[:len(means) - W]
-    return int(means.index[ok.argmax()]) if ok.any() else None
+def every_rank(env, step, log_every, last_step):
+    return due(log_every, step, last_step)
 
 
-# ---------------------------------------------------------------- lab09.plateau_rule: wrong
+def local_rank_zero(env, step, log_every, last_step):
+    return env.get("LOCAL_RANK", "0") == "0" and due(log_every, step, last_step)
 
 
-def _rule(steps, values, window=W, tolerance=X, ahead=None, later_points=W, absolute=False):
-    values = np.asarray(values, dtype=float)
-    finite = np.isfinite(values)
-    steps, values = np.asarray(steps)[finite], values[finite]
-    if len(values) < 2 * W:
-        return None
-    means = np.convolve(values, np.ones(window) / window, mode="valid")
-    for j in range(len(means) - later_points):
-        later = means[j + 1:] if ahead is None else means[j + 1:j + 1 + ahead]
-        floor = means[j] - tolerance if absolute else (1 - tolerance) * means[j]
-        if later.min(initial=np.inf) >= floor:
-            return int(steps[j + window - 1])
-    return None
+def compares_with_int(env, step, log_every, last_step):
+    return env.get("RANK") == 0 and due(log_every, step, last_step)
 
 
-def returns_the_index(steps, values):
-    found = numpy_means(steps, values)
-    return None if found is None else int(np.flatnonzero(np.asarray(steps) == found)[0])
+def needs_torchrun(env, step, log_every, last_step):
+    return int(env["RANK"]) == 0 and due(log_every, step, last_step)
 
 
-def reports_the_window_start(steps, values):
-    found = numpy_means(steps, values)
-    if found is None:
-        return None
-    finite = np.asarray(steps)[np.isfinite(values)]
-    return int(finite[np.flatnonzero(finite == found)[0] - W + 1])
+def every_step(env, step, log_every, last_step):
+    return int(env.get("RANK", "0")) == 0
 
 
-def tolerance_in_percent(steps, values):
-    return _rule(steps, values, tolerance=1.0)
+def forgets_the_last_step(env, step, log_every, last_step):
+    return int(env.get("RANK", "0")) == 0 and log_every > 0 and step % log_every == 0
 
 
-def needs_no_later_points(steps, values):
-    return _rule(steps, values, later_points=0)
+def skips_step_zero(env, step, log_every, last_step):
+    return int(env.get("RANK", "0")) == 0 and step > 0 and due(log_every, step, last_step)
 
 
-def looks_only_a_window_ahead(steps, values):
-    return _rule(steps, values, ahead=W)
+def divides_by_zero(env, step, log_every, last_step):
+    return int(env.get("RANK", "0")) == 0 and (step % log_every == 0 or step == last_step)
 
 
-def absolute_tolerance(steps, values):
-    return _rule(steps, values, absolute=True)
+def last_rank(env, step, log_every, last_step):
+    last = int(env.get("WORLD_SIZE", "1")) - 1
+    return int(env.get("RANK", "0")) == last and due(log_every, step, last_step)
 
 
-def single_points(steps, values):
-    return _rule(steps, values, window=1)
+def reads_os_environ(env, step, log_every, last_step):
+    """Ignores its env argument and reads this process's environment."""
+    return int(os.environ.get("RANK", "0")) == 0 and due(log_every, step, last_step)
 
 
-def drops_values_not_steps(steps, values):
-    values = np.asarray(values, dtype=float)
-    kept = values[np.isfinite(values)]
-    found = numpy_means(np.arange(len(kept)), kept)
-    return None if found is None else int(np.asarray(steps)[found])
+def env_then_os_environ(env, step, log_every, last_step):
+    """Falls back on this process's environment when env has no RANK."""
+    rank = env.get("RANK", os.environ.get("RANK", "0"))
+    return int(rank) == 0 and due(log_every, step, last_step)
 
 
-def keeps_the_nans(steps, values):
-    """Smooths NaN and inf along: a NaN mean compares False, an inf one True."""
-    values = np.asarray(values, dtype=float)
-    if len(values) < 2 * W:
-        return None
-    means = np.convolve(values, np.ones(W) / W, mode="valid")
-    for j in range(len(means) - W):
-        if all(later >= (1 - X) * means[j] for later in means[j + 1:]):
-            return int(steps[j + W - 1])
-    return None
-
-
-def crashes_on_short_curves(steps, values):
-    values = np.asarray(values, dtype=float)
-    finite = np.isfinite(values)
-    steps, values = np.asarray(steps)[finite], values[finite]
-    means = np.convolve(values, np.ones(W) / W, mode="valid")
-    best = means[0]  # IndexError on a curve of fewer than W points
-    for j in range(len(means) - W):
-        best = min(best, means[j])
-        if means[j + 1:].min() >= (1 - X) * means[j]:
-            return int(steps[j + W - 1])
-    return None
-
-
-def replaces_nans_in_place(steps, values):
-    values[~np.isfinite(values)] = np.nanmedian(values)
-    return numpy_means(steps, values)
-
-
-def says_whether(steps, values):
-    return numpy_means(steps, values) is not None
-
-
-def forgets_to_return_the_step(steps, values):
-    numpy_means(steps, values)
-
-
-def falls_back_to_the_last_step(steps, values):
-    """Returns the last step when no point qualifies, instead of None."""
-    found = numpy_means(steps, values)
-    return int(np.asarray(steps)[-1]) if found is None and len(steps) else found
-
-
-def next_mean_only(steps, values):
-    """Compares each mean with the next one only: the first small step is taken for a plateau."""
-    return _rule(steps, values, ahead=1)
-
-
-def within_one_percent_of_the_end(steps, values):
-    """The first point within 1% of the final mean: a curve that still falls gets a plateau near its end."""
-    values = np.asarray(values, dtype=float)
-    finite = np.isfinite(values)
-    steps, values = np.asarray(steps)[finite], values[finite]
-    if len(values) < 2 * W:
-        return None
-    means = np.convolve(values, np.ones(W) / W, mode="valid")
-    close = np.flatnonzero(means <= (1 + X) * means[-1])
-    return int(steps[close[0] + W - 1])
+def returns_a_string(env, step, log_every, last_step):
+    return "yes" if global_rank_zero(env, step, log_every, last_step) else ""
 
 
 CASES = {
-    "lab09.diagnose_runs": Cases(
-        correct=[the_key, written_loosely, other_cures, activation_for_vanishing, xavier_for_vanishing,
-                 the_right_scale_and_weight_decay],
+    "lab09.shard_indices": Cases(
+        correct=[with_torchs_sampler, by_arithmetic, numpy_padded],
         wrong=[
-            Wrong(too_low_called_vanishing, "small in every layer alike"),
-            Wrong(vanishing_called_too_low, "yet its first layers barely move"),
-            Wrong(shuffled_called_overfitting, "never fell below chance"),
-            Wrong(exploding_called_nan, "grew by orders of magnitude before the loss gave out"),
-            Wrong(nan_called_exploding, "the loss itself computed a NaN"),
-            Wrong(overfitting_called_healthy, "run_c is not healthy: it shows that the training loss"),
-            Wrong(clipping_against_vanishing, "clipping does not cure vanishing gradients"),
-            Wrong(another_init_against_exploding, "yet not its scheme"),
-            Wrong(raises_the_init_gain_of_an_exploding_run,
-                  "not to raise: this run recorded init_gain=1.8; lower it"),
-            Wrong(lowers_a_too_low_lr, "not to lower: this run recorded lr=0.0005; raise it"),
-            Wrong(more_steps_at_a_too_low_lr, "about 100x as many updates"),
-            Wrong(lower_lr_against_nan, "does not stop 0 / 0"),
-            Wrong(dropout_against_overfitting, "dropout at 0.2, 0.5 and 0.8 did not shrink the gap"),
-            Wrong(augmentation_against_overfitting, "up to one pixel left the run overfitting"),
-            Wrong(rescales_inputs_against_shuffled_labels,
-                  "change inputs is not what cures shuffled_labels: its healthy twin differs from it in "
-                  "labels only (labels=shuffled here, paired there)"),
-            Wrong(everything_lr_too_high, "6 of the 6 runs"),
-            Wrong(problem_not_in_the_vocabulary, "'gradient_explosion' is not one of the problems"),
-            Wrong(setting_that_does_not_exist, "'clip_norm' is not a setting"),
-            Wrong(change_not_in_the_vocabulary, "'increase' is not a change"),
-            Wrong(problem_only, "give a tuple (problem, setting, change)"),
-            Wrong(a_run_left_out, "no answer for run_f"),
-            Wrong(a_run_that_does_not_exist, "not a run of this lab"),
-            Wrong(answers_as_a_list, "return a dict"),
-            Wrong(forgets_to_return, "returned None"),
+            Wrong(whole_dataset, "every rank gets the whole dataset"),
+            Wrong(contiguous_blocks, "contiguous blocks"),
+            Wrong(no_padding, "no padding"),
+            Wrong(pads_with_the_last, "repeating the last index"),
+            Wrong(always_pads, "drop_last=True is ignored"),
+            Wrong(always_drops, "drop_last=False must keep every index"),
+            Wrong(ranks_from_one, "ranks count from 0"),
+            Wrong(pads_with_a_slice, "the padding exceeds n"),
+            Wrong(returns_a_count, "return a list of indices"),
+            Wrong(shuffled_differently_per_rank, "DistributedSampler gives"),
         ],
     ),
-    "lab09.plateau_rule": Cases(
-        correct=[numpy_means, python_loops, pandas_rolling],
+    "lab09.averaged_gradients": Cases(
+        correct=[stack_and_mean, loop_sum_then_divide, numpy_mean],
         wrong=[
-            Wrong(returns_the_index, "position of the point in the arrays"),
-            Wrong(reports_the_window_start, "off by the window"),
-            Wrong(tolerance_in_percent, "1% is 0.01"),
-            Wrong(needs_no_later_points, "fewer than 10 points after it"),
-            Wrong(looks_only_a_window_ahead, "only looks 10 means ahead"),
-            Wrong(absolute_tolerance, "absolute 0.01"),
-            Wrong(single_points, "compares single points"),
-            Wrong(drops_values_not_steps, "not their steps"),
-            Wrong(keeps_the_nans, "NaN or inf"),
-            Wrong(crashes_on_short_curves, "too short to show a plateau"),
-            Wrong(replaces_nans_in_place, "changed the steps or values"),
-            Wrong(says_whether, "not True/False"),
-            Wrong(forgets_to_return_the_step, "misses the plateau"),
-            Wrong(falls_back_to_the_last_step, "false alarm: it reports a plateau at step 199"),
-            Wrong(next_mean_only, "the plateau starts at step 102"),
-            Wrong(within_one_percent_of_the_end, "fewer than 10 points after it"),
+            Wrong(sums, "returns the sum over the ranks"),
+            Wrong(rank_zero_only, "rank 0's gradient only"),
+            Wrong(last_rank_only, "the last rank's gradient only"),
+            Wrong(divides_by_parameter_count, "number of parameters"),
+            Wrong(divides_by_two, "divides by 2 whatever the world size"),
+            Wrong(first_two_ranks, "averages ranks 0 and 1 only"),
+            Wrong(median_over_ranks, "the median over the ranks"),
+            Wrong(running_pairwise_mean, "a running average"),
+            Wrong(accumulates_into_rank_zero, "changed the gradients it was given"),
+            Wrong(one_dict_per_rank, "return one dict"),
+            Wrong(averages_entries, "keep each gradient's shape"),
+        ],
+    ),
+    "lab09.should_log": Cases(
+        correct=[global_rank_zero, written_out, with_defaults_first],
+        wrong=[
+            Wrong(every_rank, "every rank writes"),
+            Wrong(local_rank_zero, "it tests LOCAL_RANK"),
+            Wrong(compares_with_int, "nobody writes"),
+            Wrong(needs_torchrun, "a run started without torchrun has no RANK"),
+            Wrong(every_step, "rank 0 writes at every step"),
+            Wrong(forgets_the_last_step, "never writes at the last step"),
+            Wrong(skips_step_zero, "skips step 0"),
+            Wrong(divides_by_zero, "log_every = 0 means never"),
+            Wrong(last_rank, "the last rank writes"),
+            Wrong(reads_os_environ, "reads the process environment"),
+            Wrong(env_then_os_environ, "reads the process environment"),
+            Wrong(returns_a_string, "return True or False"),
         ],
     ),
 }

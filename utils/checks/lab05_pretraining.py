@@ -33,12 +33,23 @@ def reference_probs(logits: torch.Tensor, temperature: float, top_k: int | None)
 
 
 def _as_probs(result: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
+    """The answer as a float64 array, once it is what the lab's next cell needs: a floating-point torch
+    tensor, since ``torch.multinomial`` takes no NumPy array and no integer tensor."""
     if result is None:
         raise CheckFailed(f"{what} returned None: did you forget the `return`?")
-    try:
-        array = np.asarray(result.detach() if hasattr(result, "detach") else result, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise CheckFailed(f"{what} returned {type(result).__name__}: return a (B, V) tensor") from None
+    if isinstance(result, np.ndarray):
+        raise CheckFailed(f"{what} returns a numpy array: return a torch tensor (torch.from_numpy converts "
+                          "one); the cell after the check samples from it with torch.multinomial, which "
+                          "takes only tensors")
+    if not isinstance(result, torch.Tensor):
+        raise CheckFailed(f"{what} returned {type(result).__name__}: return a (B, V) torch tensor")
+    if not torch.is_floating_point(result):
+        kind = "complex" if result.is_complex() else "boolean" if result.dtype == torch.bool else "integer"
+        raise CheckFailed(f"{what} returns {kind} values ({result.dtype}): return floating-point "
+                          "probabilities (.float(), or .to(logits.dtype)); the cell after the check "
+                          "samples from them with torch.multinomial, which takes only floating-point "
+                          "tensors")
+    array = result.detach().cpu().double().numpy()
     if array.shape != shape:
         raise CheckFailed(f"{what} returned shape {array.shape}; expected {shape}: one distribution over "
                           "the V tokens for each of the B rows")
@@ -123,8 +134,9 @@ def _logits(seed: int, rows: int = 3, vocab: int = 10, scale: float = 2.0) -> to
 @checker("lab05.next_token_probs")
 def check_next_token_probs(next_token_probs: Callable[..., Any]) -> None:
     """``next_token_probs(logits, temperature, top_k)``: (B, V) logits -> the (B, V) distribution
-    ``GPT.generate`` samples from, for temperatures 1, 0.5, 2 and 0, top-k with and without ties, top_k
-    larger than V, and logits of +-1000."""
+    ``GPT.generate`` samples from, as a floating-point torch tensor (the lab feeds it to torch.multinomial),
+    for temperatures 1, 0.5, 2 and 0, top-k with and without ties, top_k larger than V, and logits of
+    +-1000."""
     tied = torch.tensor([[3.0, 1.0, 1.0, 0.0, -1.0, 2.0, 1.0, -2.0]])  # k = 3 cuts through three 1.0s
     tied_max = torch.tensor([[2.0, 5.0, 1.0, 5.0, 0.0]])
     cases = [  # (label, logits, temperature, top_k, specific diagnosis)

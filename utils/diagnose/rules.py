@@ -82,7 +82,7 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
          "its first range and stayed there for at least `window` logged steps",
          "saturated or dead units: lower the learning rate, change the activation or initialisation, add "
          "normalisation; check weight decay is not too strong"),
-    # Runs under 1,000 updates often keep a constant rate by design (chapter 7's CNN, lab 8: 300 updates of
+    # Runs under 1,000 updates often keep a constant rate by design (chapter 7's CNN, lab 7: 300 updates of
     # Adam); what these two notes are for is a long run whose scheduler was never stepped or never set.
     Rule("lr_never_warmed_up", "note", 0.99, 1000, None,
          "a run of at least `window` steps started at threshold x its peak learning rate or more (no warmup)",

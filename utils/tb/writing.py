@@ -1,6 +1,7 @@
-"""Writing runs: ``open_run(chapter, run)`` yields a ``RunWriter`` (a tensorboardX ``SummaryWriter``) on its
-own directory ``runs/<chapter>/<run>``, with hyper-parameters recorded in the run itself, and flushes and
-closes it on exit, even when the block raises."""
+"""Writing runs: ``open_run(chapter, run)`` yields a ``RunWriter`` (a tensorboardX
+``SummaryWriter``) on its own directory ``runs/<chapter>/<run>``, with hyper-parameters
+recorded in the run itself, and flushes and closes it on exit, even when the block
+raises."""
 
 from __future__ import annotations
 
@@ -27,22 +28,26 @@ _writer_serial = itertools.count()
 
 
 def _to_numpy(values: Any) -> np.ndarray:
-    """A torch tensor (any dtype, any device, bf16 included), TF tensor, list or scalar -> float64 array."""
-    if hasattr(values, "detach"):  # torch: bf16 has no numpy dtype, so cast on the torch side first
+    """A torch tensor (any dtype, any device, bf16 included), TF tensor, list or scalar
+    -> float64 array."""
+    # torch: bf16 has no numpy dtype, so cast on the torch side first
+    if hasattr(values, "detach"):
         values = values.detach().float().cpu().numpy()
-    elif hasattr(values, "numpy") and not isinstance(values, np.ndarray):  # TensorFlow eager tensor
+    # TensorFlow eager tensor
+    elif hasattr(values, "numpy") and not isinstance(values, np.ndarray):
         values = values.numpy()
     return np.asarray(values, dtype=np.float64)
 
 
 class RunWriter(SummaryWriter):
-    """A tensorboardX ``SummaryWriter`` that refuses non-finite scalars, takes tensors of any framework and
-    flushes for real.
+    """A tensorboardX ``SummaryWriter`` that refuses non-finite scalars, takes tensors
+    of any framework and flushes for real.
 
-    ``add_scalar`` raises ``NonFiniteScalarError`` for NaN or inf (after flushing what was already logged),
-    unless the writer was created with ``allow_non_finite=True`` (for chapters that log a divergence on
-    purpose). ``add_histogram`` defaults to 64 equal-width bins: the tensorboardX default ('tensorflow',
-    about 1,500 exponential buckets) costs about 85 ms per million values on a 2-core CPU.
+    ``add_scalar`` raises ``NonFiniteScalarError`` for NaN or inf (after flushing what
+    was already logged), unless the writer was created with ``allow_non_finite=True``
+    (for chapters that log a divergence on purpose). ``add_histogram`` defaults to 64
+    equal-width bins: the tensorboardX default ('tensorflow', about 1,500 exponential
+    buckets) costs about 85 ms per million values on a 2-core CPU.
     """
 
     def __init__(self, logdir: str | Path, *, allow_non_finite: bool = False, **kwargs: Any) -> None:
@@ -52,12 +57,13 @@ class RunWriter(SummaryWriter):
         self._file_serial = 0
 
     def flush(self) -> None:
-        """Write every event logged so far to disk before returning, so that a crash right after it (as
-        before a checkpoint) loses nothing.
+        """Write every event logged so far to disk before returning, so that a crash
+        right after it (as before a checkpoint) loses nothing.
 
-        tensorboardX's own ``flush`` leaves queued events unwritten; this one closes the event file instead
-        (see ``utils.tb.durable_flush``) and logging goes on in a new event file of the same run, named to
-        sort after it. Both TensorBoard loaders read a run's files as one.
+        tensorboardX's own ``flush`` leaves queued events unwritten; this one closes the
+        event file instead (see ``utils.tb.durable_flush``) and logging goes on in a new
+        event file of the same run, named to sort after it. Both TensorBoard loaders
+        read a run's files as one.
         """
         next_suffix = f"{self._base_suffix}.{self._file_serial + 1:06d}"
         if durable_flush.start_new_event_file(self, next_suffix):
@@ -68,22 +74,27 @@ class RunWriter(SummaryWriter):
         super().add_scalar(tag, self._checked(tag, scalar_value, global_step), global_step, walltime, **kwargs)
 
     def add_step_scalars(self, values: Mapping[str, Any], global_step: int) -> None:
-        """Several scalars of one step, written as one event: each tag reads back exactly as ``add_scalar``
-        would have written it, but the step costs one trip through tensorboardX's queue instead of one per
-        tag (about 0.15 ms each on a 2-core CPU: the queue is a ``multiprocessing.Queue``). The training
-        loop writes its per-update scalars this way. Non-finite values are refused as by ``add_scalar``,
-        before anything of the step is written."""
+        """Several scalars of one step, written as one event: each tag reads back
+        exactly as ``add_scalar`` would have written it, but the step costs one trip
+        through tensorboardX's queue instead of one per tag (about 0.15 ms each on a
+        2-core CPU: the queue is a ``multiprocessing.Queue``). The training loop writes
+        its per-update scalars this way. Non-finite values are refused as by
+        ``add_scalar``, before anything of the step is written."""
         from tensorboardX.proto.summary_pb2 import Summary
         from tensorboardX.summary import scalar
 
-        checked = {tag: self._checked(tag, value, global_step) for tag, value in values.items()}
-        if checked:  # tensorboardX's own scalar summaries, tags cleaned as add_scalar cleans them
-            parts = [part for tag, value in checked.items() for part in scalar(tag, value).value]
+        checked = {tag: self._checked(tag, value, global_step)
+                   for tag, value in values.items()}
+        # tensorboardX's own scalar summaries, tags cleaned as add_scalar cleans them
+        if checked:
+            parts = [part for tag, value in checked.items()
+                     for part in scalar(tag, value).value]
             self._get_file_writer().add_summary(Summary(value=parts), global_step)
 
     def _checked(self, tag: str, scalar_value: Any, global_step: int | None) -> float:
-        """The one number in ``scalar_value``; raises for several numbers, or for a non-finite one unless
-        the writer allows it (after flushing what was already logged)."""
+        """The one number in ``scalar_value``; raises for several numbers, or for a
+        non-finite one unless the writer allows it (after flushing what was already
+        logged)."""
         array = _to_numpy(scalar_value)
         if array.size != 1:
             raise ValueError(f"add_scalar({tag!r}) needs one number, got shape {array.shape}; "
@@ -106,10 +117,12 @@ class RunWriter(SummaryWriter):
         super().add_histogram(tag, array, global_step, bins=bins, walltime=walltime, max_bins=max_bins)
 
     def add_hparams_here(self, hparams: Mapping[str, Any], metrics: Iterable[str]) -> None:
-        """Record hyper-parameters in *this* run (``add_hparams`` would create a child run).
+        """Record hyper-parameters in *this* run (``add_hparams`` would create a child
+        run).
 
-        ``metrics`` are scalar tags this run logs (with ``add_scalar``); the HParams dashboard shows their
-        last value. Use tags that are not also logged under another meaning (e.g. ``hparam/val_loss``).
+        ``metrics`` are scalar tags this run logs (with ``add_scalar``); the HParams
+        dashboard shows their last value. Use tags that are not also logged under
+        another meaning (e.g. ``hparam/val_loss``).
         """
         from tensorboardX.summary import hparams as hparams_summaries
 
@@ -119,7 +132,8 @@ class RunWriter(SummaryWriter):
 
 
 def run_path(chapter: str, run: str, root: str | Path | None = None) -> Path:
-    """``<root>/<chapter>/<run>``, ``root`` defaulting to ``utils.paths.runs_dir()``; names are checked."""
+    """``<root>/<chapter>/<run>``, ``root`` defaulting to ``utils.paths.runs_dir()``;
+    names are checked."""
     for label, name in (("chapter", chapter), ("run", run)):
         if not _NAME.match(name) or name in {".", ".."}:
             raise ValueError(f"{label} name {name!r} must be letters, digits, '_', '-', '.', '=' or '+' "
@@ -151,7 +165,8 @@ def open_run(chapter: str, run: str, *, hparams: Mapping[str, Any] | None = None
              hparam_metrics: Iterable[str] = (), on_exists: Literal["replace", "append", "error"] = "replace",
              purge_step: int | None = None, root: str | Path | None = None, flush_secs: int = 10,
              allow_non_finite: bool = False) -> Iterator[RunWriter]:
-    """Open ``runs/<chapter>/<run>`` for writing and yield a ``RunWriter``; flush and close it on exit.
+    """Open ``runs/<chapter>/<run>`` for writing and yield a ``RunWriter``; flush and
+    close it on exit.
 
     on_exists: what to do with an earlier run of the same name: ``"replace"`` (default: re-executing a
         notebook replaces its runs instead of piling up copies), ``"append"`` (resume; pass ``purge_step``
@@ -166,7 +181,8 @@ def open_run(chapter: str, run: str, *, hparams: Mapping[str, Any] | None = None
         raise RunInUseError(f"{path} is already open in this process; close that writer first (leave its "
                             "`with` block) or use another run name")
     _prepare_dir(path, on_exists)
-    # zero-padded: the loaders order a run's files by name, and ".10" would sort before ".9"
+    # zero-padded: the loaders order a run's files by name, and ".10" would sort before
+    # ".9"
     suffix = f".{os.getpid():07d}.{next(_writer_serial):06d}"
     writer = RunWriter(path, purge_step=purge_step, flush_secs=flush_secs, filename_suffix=suffix,
                        allow_non_finite=allow_non_finite)

@@ -7,7 +7,8 @@ Characters
     4.1 million characters); ``apply_character_policy`` applies it and raises on any character the policy
     does not cover, so a new corpus cannot slip an unseen character past the tokenizer.
 The task
-    ``division_split``: verses -> (train, test), stratified by division. ``DIVISIONS``: class index order.
+    ``division_split``: verses -> (train, test), stratified by division; ``train_val_test_split``: verses ->
+    (train, validation, test), the three parts chapter 6 uses. ``DIVISIONS``: class index order.
 Tensors
     ``encode_prefixes``: the first ``length`` characters of each verse, right-padded with ``PAD`` (-1,
     an id no character has), for a classifier. ``encode_stream``: verses joined into one token stream, for
@@ -67,6 +68,19 @@ def division_split(verses: Any, test_size: float = 0.2, seed: int = 0) -> tuple[
     from sklearn.model_selection import train_test_split
 
     return train_test_split(verses, test_size=test_size, stratify=verses["division"], random_state=seed)
+
+
+def train_val_test_split(verses: Any, val_size: float = 0.1, test_size: float = 0.2,
+                         seed: int = 0) -> tuple[Any, Any, Any]:
+    """``(train, validation, test)`` rows of ``verses``, each stratified by ``division`` and disjoint.
+
+    ``test_size`` of all the verses are the test set: ``division_split(verses, test_size, seed)``, so the
+    test rows are those ``division_split`` gives with the same arguments. ``val_size`` of the remaining
+    verses validate (``division_split`` of the rest, seed + 1), the others train. Every comparison and every
+    choice is made on the validation rows; the test rows score the chosen model once, at the end."""
+    rest, test = division_split(verses, test_size=test_size, seed=seed)
+    train, val = division_split(rest, test_size=val_size, seed=seed + 1)
+    return train, val, test
 
 
 def division_labels(divisions: Iterable[str]) -> torch.Tensor:

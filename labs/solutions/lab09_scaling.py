@@ -1,4 +1,4 @@
-"""Reference solutions of lab 10 (``labs/lab10_scaling.ipynb``); see ``lab00_first_run.py``."""
+"""Reference solutions of lab 9 (``labs/lab09_scaling.ipynb``); see ``lab00_first_run.py``."""
 
 import math
 

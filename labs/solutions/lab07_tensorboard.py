@@ -1,4 +1,4 @@
-"""Reference solutions of lab 8 (``labs/lab08_tensorboard.ipynb``); see ``lab00_first_run.py``."""
+"""Reference solutions of lab 7 (``labs/lab07_tensorboard.ipynb``); see ``lab00_first_run.py``."""
 
 from utils import tb
 

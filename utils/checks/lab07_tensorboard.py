@@ -1,4 +1,4 @@
-"""Checkers of lab 8 (``labs/lab08_tensorboard.ipynb``): a custom-scalars layout, PR curves for a
+"""Checkers of lab 7 (``labs/lab07_tensorboard.ipynb``): a custom-scalars layout, PR curves for a
 classifier, and the step at which a run's validation loss stopped improving.
 
 The first two checkers call the reader's function with a real ``tb.RunWriter`` on a temporary run, read the
@@ -32,12 +32,12 @@ def _written_run(write: Callable[[Any], Any], root: str, name: str) -> Path:
     """Open a fresh run under ``root``, let the reader's function write into it, close it."""
     from utils import tb
 
-    with tb.open_run("lab08", name, root=root) as writer:
+    with tb.open_run("lab07", name, root=root) as writer:
         call(write, writer)
         return Path(writer.logdir)
 
 
-# --------------------------------------------------------------------------- lab08.layout
+# --------------------------------------------------------------------------- lab07.layout
 
 
 def _matches(pattern: str, tag: str) -> bool:
@@ -101,14 +101,14 @@ def _band_fault(charts) -> str | None:
     return "no Margin chart: draw val/accuracy with its interval as ['Margin', [value, lower, upper]]"
 
 
-@checker("lab08.layout")
+@checker("lab07.layout")
 def check_layout(log_layout: Callable[[Any], Any]) -> None:
     """``log_layout(writer)`` writes a custom-scalars layout with a Multiline chart of train/loss and
     val/loss and a Margin chart of val/accuracy between val/accuracy_low and val/accuracy_high."""
     from utils import tb
     from utils.tb.reading import read_custom_scalars
 
-    with tempfile.TemporaryDirectory(prefix="lab08-layout-") as root:
+    with tempfile.TemporaryDirectory(prefix="lab07-layout-") as root:
         run = _written_run(log_layout, root, "layout")
         charts = read_custom_scalars(run)
         children = [str(p.relative_to(run)) for p in tb.list_runs(run) if p != run]
@@ -121,10 +121,14 @@ def check_layout(log_layout: Callable[[Any], Any]) -> None:
     fault = _loss_chart_fault(charts) or _band_fault(charts)
     if fault:
         raise CheckFailed(f"{fault}.\n  Your layout, as TensorBoard reads it:\n{charts.to_string(index=False)}")
-    passed("lab08.layout")
+    passed("lab07.layout")
 
 
-# --------------------------------------------------------------------------- lab08.pr_curves
+# --------------------------------------------------------------------------- lab07.pr_curves
+
+
+# Fewer thresholds than this make a handful of points, not a curve to read a threshold off (the default is 127).
+MIN_THRESHOLDS = 10
 
 
 def classifier_outputs(seed: int = 0, n: int = 240, classes: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -163,19 +167,40 @@ def _pr_mistakes(labels: np.ndarray, probs: np.ndarray, c: int) -> dict[str, tup
     }
 
 
+def _hard_decisions(stored: np.ndarray, expected: np.ndarray) -> bool:
+    """Whether a curve with the right labels (the counts at threshold 0 are right) was built from 0/1
+    predictions: every threshold above 0 counts the same true and false positives. The check's scores are
+    spread over (0, 1), so a curve of its probabilities never looks like this."""
+    tp, fp = stored[0], stored[1]
+    return (np.allclose(stored[:2, 0], expected[:2, 0]) and np.allclose(tp[1:], tp[1])
+            and np.allclose(fp[1:], fp[1]))
+
+
 def _curve_fault(stored: np.ndarray, labels: np.ndarray, probs: np.ndarray, c: int) -> str | None:
     n = stored.shape[1]
-    if np.allclose(stored, reference_curve(labels == c, probs[:, c], n), rtol=1e-5, atol=1e-6):
+    expected = reference_curve(labels == c, probs[:, c], n)
+    if np.allclose(stored, expected, rtol=1e-5, atol=1e-6):
         return None
     for mistake, (given_labels, scores) in _pr_mistakes(labels, probs, c).items():
         if np.allclose(stored, reference_curve(given_labels, scores, n), rtol=1e-5, atol=1e-6):
             return mistake
-    return (f"the counts differ from a curve of labels == {c} against probs[:, {c}]: at threshold 0 yours "
-            f"has {stored[0, 0]:.0f} true and {stored[1, 0]:.0f} false positives, expected "
-            f"{(labels == c).sum()} and {(labels != c).sum()}")
+    if _hard_decisions(stored, expected):
+        return (f"the predictions are 0/1 decisions (the labels themselves, or scores already thresholded), "
+                f"not scores: every threshold above 0 counts the same {stored[0, 1]:.0f} true and "
+                f"{stored[1, 1]:.0f} false positives, so the curve has two points. Pass the class's "
+                f"probability, probs[:, {c}], as the predictions")
+    differ = np.flatnonzero(~np.isclose(stored[:2], expected[:2], rtol=1e-5, atol=1e-6).all(axis=0))
+    if differ.size == 0:  # the counts agree; the stored precision or recall do not
+        return (f"the counts match a curve of labels == {c} against probs[:, {c}] but its precision and "
+                "recall do not: pass labels and scores to add_pr_curve and let it compute them")
+    i = int(differ[0])
+    threshold = i / (n - 1)
+    return (f"the counts differ from a curve of labels == {c} against probs[:, {c}]: at threshold "
+            f"{threshold:.3f} yours has {stored[0, i]:.0f} true and {stored[1, i]:.0f} false positives, "
+            f"expected {expected[0, i]:.0f} and {expected[1, i]:.0f}")
 
 
-@checker("lab08.pr_curves")
+@checker("lab07.pr_curves")
 def check_pr_curves(log_pr_curves: Callable[..., Any]) -> None:
     """``log_pr_curves(writer, labels, probs, step)``: one PR curve per class ``c``, tag ``pr/class_<c>``,
     labels ``labels == c`` against scores ``probs[:, c]``, at ``step``."""
@@ -184,7 +209,7 @@ def check_pr_curves(log_pr_curves: Callable[..., Any]) -> None:
     labels, probs = classifier_outputs()
     step = 7
     expected = [f"pr/class_{c}" for c in range(probs.shape[1])]
-    with tempfile.TemporaryDirectory(prefix="lab08-pr-") as root:
+    with tempfile.TemporaryDirectory(prefix="lab07-pr-") as root:
         run = _written_run(lambda w: log_pr_curves(w, labels.copy(), probs.copy(), step), root, "pr")
         acc = accumulator(run)
         logged = sorted(t for t in acc.Tags()["tensors"]
@@ -202,13 +227,17 @@ def check_pr_curves(log_pr_curves: Callable[..., Any]) -> None:
                               f"step given ({step})")
         row = frame.iloc[0]
         stored = np.stack([row.tp, row.fp, row.tn, row.fn, row.precision, row.recall])
+        if stored.shape[1] < MIN_THRESHOLDS:
+            raise CheckFailed(f"pr/class_{c} has num_thresholds={stored.shape[1]}: a PR curve needs many "
+                              f"thresholds to be a curve (each threshold is one point; the lab then reads a "
+                              f"threshold off it). Leave the default (127) or pass at least {MIN_THRESHOLDS}")
         fault = _curve_fault(stored, labels, probs, c)
         if fault:
             raise CheckFailed(f"pr/class_{c}: {fault}")
-    passed("lab08.pr_curves")
+    passed("lab07.pr_curves")
 
 
-# --------------------------------------------------------------------------- lab08.stopped_improving
+# --------------------------------------------------------------------------- lab07.stopped_improving
 
 # name -> {step: validation loss}; each run also logs train/loss at every step and a smoothed val/loss_ema.
 VAL_CASES = {
@@ -218,6 +247,10 @@ VAL_CASES = {
     "improves to the last step": {0: 2.0, 10: 1.5, 20: 1.1, 30: 0.9, 40: 0.8, 50: 0.7, 60: 0.65, 70: 0.6,
                                   79: 0.58},
     "never improves": {0: 0.5, 10: 0.7, 20: 0.8, 30: 0.9, 40: 1.0, 50: 1.0, 60: 1.1, 70: 1.2, 79: 1.3},
+    # a first low at step 20, beaten after a rise: the best value comes after the first rise
+    "falls again after a rise": {0: 2.0, 10: 1.2, 20: 0.9, 30: 1.0, 40: 0.8, 50: 0.6, 60: 0.5, 70: 0.55,
+                                 79: 0.6},
+    "two bumps": {0: 2.0, 10: 1.4, 20: 1.1, 30: 0.9, 40: 0.95, 50: 0.8, 60: 0.85, 70: 0.6, 79: 0.65},
 }
 LAST_STEP = 79
 
@@ -233,7 +266,7 @@ def write_val_case(root: str | Path, name: str, val: dict[int, float]):
     the last step) and ``val/loss_ema``, a tag that also starts with ``val/loss`` and is lowest at step 10."""
     from utils import tb
 
-    with tb.open_run("lab08", name, root=root) as writer:
+    with tb.open_run("lab07", name, root=root) as writer:
         for step in range(LAST_STEP + 1):
             writer.add_scalar("train/loss", 2.0 / (1 + step / 10), step)
         for step, value in val.items():
@@ -248,6 +281,9 @@ def _stopped_variants(val: dict[int, float]) -> dict[str, Any]:
     first = reference_stopped(val)
     last_tie = max(step for step, value in val.items() if value == min(values))
     after = steps[steps.index(first) + 1] if first != steps[-1] else first
+    # the last evaluation before the first one that does not improve (a rise, or a tie)
+    stalls = [i for i in range(1, len(values)) if values[i] >= values[i - 1]]
+    before_rise = steps[stalls[0] - 1] if stalls else steps[-1]
     variants = {
         "it returns the position of the best evaluation in the list, not its step (evaluations are every "
         "10 steps)": steps.index(first),
@@ -259,6 +295,9 @@ def _stopped_variants(val: dict[int, float]) -> dict[str, Any]:
             LAST_STEP,
         "it mixes in another tag: val/loss_ema also starts with 'val/loss' (and is lowest at step 10); "
         "select the rows whose tag is exactly 'val/loss'": 10,
+        "it returns the step before the first rise of val/loss: the loss may rise for a while and then fall "
+        "below its earlier low, so the best value may come after a rise. Return the step of the lowest "
+        "val/loss over the whole run": before_rise,
     }
     return {mistake: (value if value != first else None) for mistake, value in variants.items()}
 
@@ -280,18 +319,18 @@ def _as_step(result: Any, what: str) -> float:
     return float(array.reshape(-1)[0])
 
 
-@checker("lab08.stopped_improving")
+@checker("lab07.stopped_improving")
 def check_stopped_improving(stopped_improving: Callable[[Any], Any]) -> None:
     """``stopped_improving(run)``: the step of the lowest ``val/loss`` logged in the run (the first such step
     on a tie), read with TensorBoard's loader (``tb.read_scalars``)."""
-    with tempfile.TemporaryDirectory(prefix="lab08-val-") as root:
+    with tempfile.TemporaryDirectory(prefix="lab07-val-") as root:
         answers = {}
         for index, (name, val) in enumerate(VAL_CASES.items()):
             run = write_val_case(root, f"case{index}", val)
             answers[name] = _as_step(call(stopped_improving, str(run)), f"stopped_improving(<run: {name}>)")
     wrong = {name: got for name, got in answers.items() if got != reference_stopped(VAL_CASES[name])}
     if not wrong:
-        passed("lab08.stopped_improving")
+        passed("lab07.stopped_improving")
         return
     for mistake in _stopped_variants(VAL_CASES["rises after step 40"]):
         if all(_same(got, _stopped_variants(VAL_CASES[name])[mistake]) for name, got in wrong.items()):

@@ -1,10 +1,10 @@
-"""Lab 9 (``labs/lab09_troubleshooting.ipynb``): six broken runs to diagnose and cure, and a plateau rule.
+"""Lab 8 (``labs/lab08_troubleshooting.ipynb``): six broken runs to diagnose and cure, and a plateau rule.
 
-``make_runs`` trains, with ``utils.troubleshoot.train_setting`` (chapter 8's runs, seed 1 where chapter 8
+``make_runs`` trains, with ``utils.chapters.ch08_broken_runs.train_setting`` (chapter 8's runs, seed 1 where chapter 8
 used seed 0, both offset by ``BOOK_SEED``: ``env.book_seed``), a healthy ``reference`` and six broken runs
-``run_a`` ... ``run_f`` under ``runs/lab09/``, each one setting away from a healthy twin (``RUNS``).
+``run_a`` ... ``run_f`` under ``runs/lab08/``, each one setting away from a healthy twin (``RUNS``).
 ``make_twins`` trains the twins that are not the reference. The reader says, per run, the problem and the
-setting to change (``lab09.diagnose_runs``), and writes a plateau detector that ``lab09.plateau_rule`` tests
+setting to change (``lab08.diagnose_runs``), and writes a plateau detector that ``lab08.plateau_rule`` tests
 on curves of its own (``plateau_curves``). Read ``RUNS`` after you have answered.
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from utils.chapters.ch08_broken_runs import Setting, differing_settings, setting_hparams
 from utils.checks import CheckFailed, answers_per_run, call, checker, normalised, passed, unchanged
-from utils.troubleshoot import Setting, differing_settings, setting_hparams
 
 SEED = 1  # chapter 8 trained these settings with seed 0: other data split, initial weights and batches
 REFERENCE = Setting(steps=150)  # chapter 8's default run, 150 updates instead of 250 (the lab's CPU budget)
@@ -56,34 +56,34 @@ def run_keywords() -> dict[str, Any]:
     return {"update_ratio_every": 5, "seed": env.book_seed(SEED)}
 
 
-def make_runs(chapter: str = "lab09") -> dict[str, Path]:
+def make_runs(chapter: str = "lab08") -> dict[str, Path]:
     """Train ``reference`` and every run of ``RUNS`` into ``runs/<chapter>/<name>``; ``{name: run dir}``."""
-    from utils import troubleshoot
+    from utils.chapters import ch08_broken_runs as broken_runs
 
     keywords = run_keywords()
-    made = {"reference": troubleshoot.train_setting("reference", REFERENCE, chapter=chapter, **keywords)}
+    made = {"reference": broken_runs.train_setting("reference", REFERENCE, chapter=chapter, **keywords)}
     for name, broken in RUNS.items():
-        made[name] = troubleshoot.train_setting(name, broken.setting, chapter=chapter, **keywords)
+        made[name] = broken_runs.train_setting(name, broken.setting, chapter=chapter, **keywords)
     return {name: outcome.run for name, outcome in made.items()}
 
 
-def make_twins(chapter: str = "lab09") -> dict[str, Path]:
+def make_twins(chapter: str = "lab08") -> dict[str, Path]:
     """Train each run's twin that is not the reference, as ``<run>-twin``; ``{run name: twin run dir}``."""
-    from utils import troubleshoot
+    from utils.chapters import ch08_broken_runs as broken_runs
 
-    return {name: troubleshoot.train_setting(f"{name}-twin", broken.twin, chapter=chapter,
+    return {name: broken_runs.train_setting(f"{name}-twin", broken.twin, chapter=chapter,
                                              **run_keywords()).run
             for name, broken in RUNS.items() if broken.twin != REFERENCE}
 
 
-# --------------------------------------------------------------------------- lab09.diagnose_runs
+# --------------------------------------------------------------------------- lab08.diagnose_runs
 
 SETTINGS = tuple(f.name for f in fields(Setting))
 CHANGES = ("raise", "lower", "set", "change")
 SHOWS = {  # what each problem looks like in these logs; the lab's last cell asserts every number here
-    "exploding_gradients": "train/grad_norm starts at more than 100x the reference's and grows more than 100x "
-                           "within a few updates, the training loss shooting above 3x its start until the run "
-                           "stops",
+    "exploding_gradients": "train/grad_norm starts at more than 100x the reference's and grows more than "
+                           "100x within a few updates, the training loss shooting above 3x its start until "
+                           "the run stops",
     "vanishing_gradients": "the loss sits at ln 10 = 2.30 while the first layer's update ratio stays below "
                            "1/1000 of the head's: the early layers get almost no gradient",
     "lr_too_low": "the loss falls, slowly (still above 2 at the end), its gradient norm starting where the "
@@ -103,7 +103,8 @@ SHOWS = {  # what each problem looks like in these logs; the lab's last cell ass
 PROBLEMS = tuple(SHOWS)
 CURES = {  # the changes chapter 8 measured to cure each problem (setting, change)
     "exploding_gradients": {("grad_clip", "set"), ("lr", "lower"), ("init_gain", "lower")},
-    "vanishing_gradients": {("activation", "change"), ("norm", "set"), ("residual", "set"), ("init", "change")},
+    "vanishing_gradients": {("activation", "change"), ("norm", "set"), ("residual", "set"),
+                            ("init", "change")},
     "lr_too_low": {("lr", "raise")},
     "overfitting": {("train_examples", "raise"), ("patience", "set"), ("weight_decay", "raise")},
     "nan_loss": {("loss", "change")},
@@ -170,7 +171,7 @@ def _answer_of(name: str, value: Any) -> tuple[str, str | None, str | None]:
         raise CheckFailed(f"{name}: {problem!r} is not one of the problems: use one of {', '.join(PROBLEMS)}")
     if problem != "healthy" and setting not in SETTINGS:
         raise CheckFailed(f"{name}: {setting!r} is not a setting; the settings are the fields of "
-                          f"troubleshoot.Setting: {', '.join(SETTINGS)}")
+                          f"broken_runs.Setting: {', '.join(SETTINGS)}")
     if problem != "healthy" and change not in CHANGES:
         raise CheckFailed(f"{name}: {change!r} is not a change: use one of {', '.join(CHANGES)}")
     return problem, setting, change
@@ -210,10 +211,10 @@ def _wrong_cure(name: str, setting: str, change: str) -> str:
     return f"{name}: right problem, but {change} {setting} is not what cures {broken.problem}: {twin}"
 
 
-@checker("lab09.diagnose_runs")
+@checker("lab08.diagnose_runs")
 def check_diagnose_runs(diagnose_runs: Callable[[], Any]) -> None:
     """``diagnose_runs()`` -> ``{run name: (problem, setting, change)}``, a problem of ``PROBLEMS``, a
-    field of ``troubleshoot.Setting`` and a change of ``CHANGES``, for every run of ``RUNS``. The setting
+    field of ``broken_runs.Setting`` and a change of ``CHANGES``, for every run of ``RUNS``. The setting
     must be one that cures the problem (``CURES``); each wrong answer is explained."""
     answers = _answers_of(call(diagnose_runs))
     lines = []
@@ -224,10 +225,10 @@ def check_diagnose_runs(diagnose_runs: Callable[[], Any]) -> None:
             lines.append(_wrong_cure(name, setting, change))
     if lines:
         raise CheckFailed(f"{len(lines)} of the {len(RUNS)} runs are answered wrong:\n- " + "\n- ".join(lines))
-    passed("lab09.diagnose_runs")
+    passed("lab08.diagnose_runs")
 
 
-# --------------------------------------------------------------------------- lab09.plateau_rule
+# --------------------------------------------------------------------------- lab08.plateau_rule
 
 WINDOW = 10  # W: points per smoothed value, and the later points a plateau needs
 TOLERANCE = 0.01  # an improvement of less than 1% of the smoothed loss does not count
@@ -291,7 +292,7 @@ def _curve(kind: str, n: int, seed: int, *, noise: float = 0.0, every: int = 1, 
 
 
 def plateau_curves() -> list[Curve]:
-    """The curves ``lab09.plateau_rule`` tests a rule on, in order."""
+    """The curves ``lab08.plateau_rule`` tests a rule on, in order."""
     return [
         _curve("exp", 150, 0),
         _curve("exp", 120, 1, every=5, first=100, tau=10),
@@ -375,7 +376,7 @@ def _context(curve: Curve) -> str:
     return f"; this curve has NaN or inf at steps {bad.tolist()}: drop those points first" if len(bad) else ""
 
 
-@checker("lab09.plateau_rule")
+@checker("lab08.plateau_rule")
 def check_plateau_rule(detect_plateau: Callable[[np.ndarray, np.ndarray], Any]) -> None:
     """``detect_plateau(steps, values)`` on every curve of ``plateau_curves()`` must return what
     ``reference_plateau`` does, leaving its inputs unchanged."""
@@ -393,4 +394,4 @@ def check_plateau_rule(detect_plateau: Callable[[np.ndarray, np.ndarray], Any]) 
         expected = reference_plateau(curve.steps, curve.values)
         if got != expected:
             raise CheckFailed(f"on {where}: {_fault(curve, got, expected)}")
-    passed("lab09.plateau_rule")
+    passed("lab08.plateau_rule")

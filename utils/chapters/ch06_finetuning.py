@@ -10,24 +10,27 @@ writes.
     ``"frozen"`` (the head only), ``"discriminative"`` (everything, the body at a lower rate than the head),
     ``"lora"`` (rank-r adapters on attention, ``utils.lora``, and the head). ``expected_trainable`` gives
     each one's trainable-parameter count by formula.
-``measure_training_memory``
-    The bytes training holds, measured: weights, gradients, AdamW's moments, and the activations autograd
-    saves for the backward pass (``utils.memory.saved_activation_bytes``).
 ``greedy_continuations`` / ``answers_to_labels``
     The first characters a language model writes after each prompt, and the division they name.
+``across_seeds`` / ``accuracy_difference_se`` / ``mean_difference_se``
+    Comparing configurations that were each run under several seeds: per-seed values with their mean, standard
+    deviation and spread, and the standard error of a difference of two accuracies (one validation sample;
+    two seed means).
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import pandas as pd
 import torch
 import torch.nn as nn
 
-from utils import lora, memory
-from utils.finetune_data import PAD
+from utils import lora
+from utils.chapters.ch06_verses import PAD
 from utils.gpt import GPT, GPTConfig, parameter_count_formula
 from utils.optim import make_adamw
 
@@ -110,41 +113,6 @@ def expected_trainable(strategy: str, config: GPTConfig, n_classes: int, rank: i
     return counts[strategy]
 
 
-# --------------------------------------------------------------------------------------------- memory
-
-
-@dataclass
-class TrainingMemory:
-    """Bytes held by training, each measured from the tensors themselves."""
-
-    weights: int  # every parameter (a tied matrix once)
-    gradients: int  # one gradient per trainable parameter, same dtype
-    optimizer: int  # the optimizer's state tensors (AdamW: two moments per trainable number, and steps)
-    activations: int  # tensors autograd keeps from the forward pass for the backward pass
-
-    @property
-    def total(self) -> int:
-        return self.weights + self.gradients + self.optimizer + self.activations
-
-    def mib(self) -> dict[str, float]:
-        """Each part and the total in MiB (2**20 bytes), keyed as logged: ``memory/<part>_mib``."""
-        parts = {**vars(self), "total": self.total}
-        return {f"memory/{name}_mib": value / 2**20 for name, value in parts.items()}
-
-
-def measure_training_memory(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Any, batch: Any) -> TrainingMemory:
-    """What training ``model`` on ``batch`` holds, measured: parameters, gradients (as large as the trainable
-    parameters), the optimizer's state (call after at least one step) and saved activations. Their sum
-    bounds the peak from above: activations are freed during the backward pass as gradients appear."""
-    unique = {p.untyped_storage().data_ptr(): p for p in model.parameters()}.values()
-    state = [t for s in optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
-    return TrainingMemory(
-        weights=sum(p.numel() * p.element_size() for p in unique),
-        gradients=sum(p.numel() * p.element_size() for p in unique if p.requires_grad),
-        optimizer=sum(t.numel() * t.element_size() for t in state),
-        activations=memory.saved_activation_bytes(model, batch, loss_fn))
-
-
 # --------------------------------------------------------------------------------------------- answers
 
 
@@ -187,3 +155,43 @@ def answers_to_labels(texts: list[str], names: tuple[str, ...]) -> torch.Tensor:
     k = distinguishing_length(names)
     by_prefix = {name[:k]: i for i, name in enumerate(names)}
     return torch.tensor([by_prefix.get(text[:k], -1) for text in texts], dtype=torch.long)
+
+
+# --------------------------------------------------------------------------------------------- across seeds
+
+
+def across_seeds(values: Mapping[Any, Sequence[float]]) -> pd.DataFrame:
+    """``{configuration: [value under seed 0, seed 1, ...]}`` -> one row per configuration: the values
+    (columns ``s0``, ``s1``, ...), their ``mean``, standard deviation ``sd`` (n - 1 in the denominator) and
+    ``spread`` (largest minus smallest). Every configuration needs the same number of seeds, at least two."""
+    counts = {len(v) for v in values.values()}
+    if len(counts) != 1 or min(counts) < 2:
+        raise ValueError(f"every configuration needs the same number of seeds, at least 2; got {sorted(counts)}")
+    table = pd.DataFrame({config: list(map(float, v)) for config, v in values.items()}).T
+    table.columns = [f"s{i}" for i in range(table.shape[1])]
+    per_seed = table.copy()
+    table["mean"] = per_seed.mean(axis=1)
+    table["sd"] = per_seed.std(axis=1, ddof=1)
+    table["spread"] = per_seed.max(axis=1) - per_seed.min(axis=1)
+    return table
+
+
+def accuracy_difference_se(p: float, n: int) -> float:
+    """Standard error of the difference of two accuracies near ``p`` (0..1), each measured on ``n`` examples:
+    sqrt(2 p (1 - p) / n), as if the two were measured independently. Two models scored on the same examples
+    tend to be right on the same ones, which makes the true standard error smaller: this errs on the safe
+    side. For p = 0.3 and n = 512: 0.029."""
+    if not 0 <= p <= 1 or n < 1:
+        raise ValueError(f"need 0 <= p <= 1 and n >= 1, got p={p}, n={n}")
+    return math.sqrt(2 * p * (1 - p) / n)
+
+
+def mean_difference_se(p: float, n: int, sd_a: float, sd_b: float, n_seeds: int) -> float:
+    """Standard error of the difference of two configurations' mean accuracies (near ``p``), each the mean
+    over ``n_seeds`` seeds, every run scored on the same ``n`` examples: sqrt(2p(1-p)/n + (sd_a^2 + sd_b^2) /
+    n_seeds). The first term is which examples were drawn (``accuracy_difference_se``): shared by all the
+    seeds, so averaging seeds does not shrink it. The second is the training randomness, ``sd_a`` and
+    ``sd_b`` being each configuration's standard deviation across its seeds (``across_seeds``)."""
+    if n_seeds < 1:
+        raise ValueError(f"n_seeds must be >= 1, got {n_seeds}")
+    return math.sqrt(accuracy_difference_se(p, n) ** 2 + (sd_a**2 + sd_b**2) / n_seeds)

@@ -1,4 +1,4 @@
-"""Reference solutions of lab 6 (``labs/lab06_diagnosis.ipynb``); see ``lab00_first_run.py``."""
+"""Reference solutions of lab 4b (``labs/lab04b_diagnosis.ipynb``); see ``lab00_first_run.py``."""
 
 
 def dead_fraction(activations):

@@ -80,12 +80,13 @@ class Data:
 def digits_data(setting: Setting, seed: int = 0) -> Data:
     """The digits split 1,437 / 360 (stratified, as in chapter 4), shaped by the data settings of
     ``setting``: ``train_examples``, ``inputs``, ``labels``, ``leak_validation``."""
-    from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    digits = load_digits()
-    x_tr, x_va, y_tr, y_va = train_test_split(digits.data.astype(np.float32), digits.target, test_size=0.2,
-                                              random_state=seed, stratify=digits.target)
+    from utils.datasets import load_digits_pixels
+
+    pixels, digits = load_digits_pixels(scaled=False)
+    x_tr, x_va, y_tr, y_va = train_test_split(pixels, digits, test_size=0.2, random_state=seed,
+                                              stratify=digits)
     mean, std = x_tr.mean(axis=0), float(x_tr.std())
     if setting.inputs == "standardised":
         x_tr, x_va = (x_tr - mean) / std, (x_va - mean) / std
@@ -158,9 +159,10 @@ class DeepMLP(torch.nn.Module):
         return self.head(x)  # (B, 10)
 
 
-# Xavier's variance, 2 / (fan_in + fan_out), keeps the signal of an activation whose slope at 0 is 1 (Glorot and
-# Bengio derived it for tanh); the logistic sigmoid's slope at 0 is 1/4, so its weights need 4 times the scale.
-# PyTorch's ``calculate_gain("sigmoid")`` is 1: with it, six sigmoid layers still pass back almost nothing.
+# Xavier's variance, 2 / (fan_in + fan_out), keeps the signal of an activation whose slope at 0 is 1
+# (Glorot and Bengio derived it for tanh); the logistic sigmoid's slope at 0 is 1/4, so its weights need 4
+# times the scale. PyTorch's ``calculate_gain("sigmoid")`` is 1: with it, six sigmoid layers still pass
+# back almost nothing (chapter 8 prints the first layer's gradient at both gains).
 XAVIER_GAIN = {"sigmoid": 4.0}
 
 

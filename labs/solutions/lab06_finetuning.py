@@ -1,4 +1,4 @@
-"""Reference solutions of lab 7 (``labs/lab07_finetuning.ipynb``); see ``lab00_first_run.py``."""
+"""Reference solutions of lab 6 (``labs/lab06_finetuning.ipynb``); see ``lab00_first_run.py``."""
 
 import math
 

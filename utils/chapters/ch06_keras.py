@@ -45,20 +45,20 @@ class TransferData:
     target: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 
 
-def digits_transfer_data(target_per_class: int = 3, source_per_class: int = 80, target_val: int = 500,
+def digits_transfer_data(target_per_class: int = 3, source_per_class: int = 80, target_val: int | None = 500,
                          seed: int = 0, **scan: float) -> TransferData:
     """scikit-learn's 1,797 digits split in two halves (stratified by digit, drawn from ``seed``): the source
     task keeps its images clean, ``source_per_class`` labelled per digit for training and the rest of its
     half for validation; the target task's half goes through ``utils.datasets.augment_images`` (``scan``:
     its ``max_shift``, ``max_rotation_deg``, ``noise_std``; defaults 1.5 pixels, 20 degrees, 0.1), then
-    ``target_per_class`` labelled images per digit train and ``target_val`` of the rest validate."""
-    from sklearn.datasets import load_digits
+    ``target_per_class`` labelled images per digit train and ``target_val`` of the rest validate (``None``: all
+    the rest)."""
     from sklearn.model_selection import train_test_split
 
-    from utils.datasets import augment_images
+    from utils.datasets import augment_images, load_digits_pixels
 
-    images, digits = load_digits(return_X_y=True)
-    images = (images / GREY_LEVELS).reshape(-1, 8, 8).astype(np.float32)
+    pixels, digits = load_digits_pixels()
+    images = pixels.reshape(-1, 8, 8)  # (1797, 8, 8) in [0, 1]
     source_rows, target_rows = train_test_split(np.arange(len(digits)), test_size=0.5, stratify=digits,
                                                 random_state=seed)
     scan = {"max_shift": 1.5, "max_rotation_deg": 20.0, "noise_std": 0.1, **scan}
@@ -111,14 +111,17 @@ def copy_base(base: Any) -> Any:
     return copy
 
 
-def make_classifier(base: Any, n_classes: int, name: str = "classifier") -> Any:
+def make_classifier(base: Any, n_classes: int, name: str = "classifier", seed: int | None = None) -> Any:
     """``base`` followed by a new ``Dense(n_classes)`` head named ``head`` (logits), built the way Keras's
     transfer-learning guide shows: ``base(x, training=False)``. Measure, do not trust, what that buys: in
     Keras 3 ``fit`` calls the outer model with ``training=True``, and a functional model passes that flag on
     to every layer, overriding the ``False`` (keras-team/keras#20285). ``unfreeze`` is what keeps BatchNorm in
-    inference mode."""
+    inference mode. The head's initial weights are drawn from ``seed`` (``None``: from Keras's global
+    generator as it stands, so they depend on whatever ran before)."""
     import keras
 
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
     inputs = keras.Input(shape=base.input_shape[1:])
     features = base(inputs, training=False)
     outputs = keras.layers.Dense(n_classes, name="head")(features)

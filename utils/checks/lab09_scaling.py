@@ -1,4 +1,4 @@
-"""Checkers of lab 10 (``labs/lab10_scaling.ipynb``): sharding a dataset over ranks as torch's
+"""Checkers of lab 9 (``labs/lab09_scaling.ipynb``): sharding a dataset over ranks as torch's
 ``DistributedSampler`` does, averaging the ranks' gradients as DDP's all-reduce does, and the guard that lets
 only global rank 0 write logs.
 
@@ -8,8 +8,10 @@ when the answer reproduces that mistake's output exactly on every input (see ``u
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -18,7 +20,7 @@ import torch
 from utils.checks import CheckFailed, call, checker, passed, unchanged
 from utils.hooks import due
 
-# --------------------------------------------------------------------------- lab10.shard_indices
+# --------------------------------------------------------------------------- lab09.shard_indices
 
 
 def reference_shard(n: int, world_size: int, rank: int, drop_last: bool) -> list[int]:
@@ -51,6 +53,11 @@ _SHARD_FAULTS: list[tuple[Callable[..., list[int]], str]] = [
     (lambda n, w, r, d: reference_shard(n, w, r, d) if d else
      (list(range(n)) + [n - 1] * (math.ceil(n / w) * w - n))[r::w],
      "pads by repeating the last index: DistributedSampler pads with the first indices again (0, 1, ...)"),
+    (lambda n, w, r, d: reference_shard(n, w, r, d) if d else
+     (list(range(n)) + list(range(n))[:math.ceil(n / w) * w - n])[r::w],
+     "pads with indices[:padding], which is too short when the padding exceeds n (n=2 over 5 ranks needs 3 "
+     "extra indices, and indices[:3] has only 2): DistributedSampler repeats the index list as many times as "
+     "needed (0, 1, 0, 1, 0)"),
     (lambda n, w, r, d: reference_shard(n, w, r, False),
      "drop_last=True is ignored: it must drop the tail that does not fill every rank, not pad"),
     (lambda n, w, r, d: reference_shard(n, w, r, True),
@@ -73,10 +80,12 @@ def _as_indices(result: Any, what: str) -> list[int]:
     return [int(v) for v in values]
 
 
-_SHARD_CASES = [(n, w, d) for n, w in ((10, 3), (12, 4), (11, 2), (3, 4), (7, 1), (9, 3)) for d in (False, True)]
+# (2, 5): the padding (3) exceeds n, so the index list is repeated more than once.
+_SHARD_CASES = [(n, w, d) for n, w in ((10, 3), (12, 4), (11, 2), (3, 4), (7, 1), (9, 3), (2, 5))
+                for d in (False, True)]
 
 
-@checker("lab10.shard_indices")
+@checker("lab09.shard_indices")
 def check_shard_indices(shard_indices: Callable[..., Any]) -> None:
     """``shard_indices(n, world_size, rank, drop_last)``: rank ``rank``'s indices of a dataset of ``n``
     examples, as ``DistributedSampler(..., shuffle=False)`` gives them."""
@@ -87,7 +96,7 @@ def check_shard_indices(shard_indices: Callable[..., Any]) -> None:
             answers[n, w, r, d] = _as_indices(call(shard_indices, n, w, r, d), what)
     wrong = [case for case, got in answers.items() if got != reference_shard(*case)]
     if not wrong:
-        passed("lab10.shard_indices")
+        passed("lab09.shard_indices")
         return
     for fault, diagnosis in _SHARD_FAULTS:
         if all(got == [int(i) for i in fault(*case)] for case, got in answers.items()):
@@ -98,12 +107,18 @@ def check_shard_indices(shard_indices: Callable[..., Any]) -> None:
                       f"gives {[reference_shard(n, w, k, d) for k in range(w)]}")
 
 
-# --------------------------------------------------------------------------- lab10.averaged_gradients
+# --------------------------------------------------------------------------- lab09.averaged_gradients
+
+
+# The parameters each rank holds a gradient for. Three of them: their number is neither 2 nor every world
+# size the check uses, so dividing by 2, or by the number of parameters, is told apart from the mean.
+_SHAPES = {"w": (3, 4), "b": (4,), "ln": (3,)}
+_WORLD_SIZES = (2, 3, 4)
 
 
 def _grads(world_size: int, seed: int) -> list[dict[str, torch.Tensor]]:
     generator = torch.Generator().manual_seed(seed)
-    return [{"w": torch.randn(3, 4, generator=generator), "b": torch.randn(4, generator=generator)}
+    return [{name: torch.randn(shape, generator=generator) for name, shape in _SHAPES.items()}
             for _ in range(world_size)]
 
 
@@ -126,6 +141,12 @@ _AVERAGE_FAULTS: list[tuple[Callable[[list, str], torch.Tensor], str]] = [
     (lambda p, n: p[-1][n], "it returns the last rank's gradient only: average over all ranks"),
     (lambda p, n: _stacked(p, n).sum(0) / len(p[0]),
      "it divides the sum by the number of parameters: divide by the number of ranks"),
+    (lambda p, n: _stacked(p, n).sum(0) / 2,
+     "it divides by 2 whatever the world size: right for 2 ranks only. Divide by the number of ranks, "
+     "len(per_rank)"),
+    (lambda p, n: (p[0][n] + p[1][n]) / 2,
+     "it averages ranks 0 and 1 only: right for 2 ranks only. Sum over every rank, then divide by their "
+     "number"),
     (lambda p, n: _stacked(p, n).median(0).values,
      "the median over the ranks: equal to the mean for 2 ranks, not for more. Use the mean"),
     (_running_pair_mean,
@@ -158,14 +179,14 @@ def _average_of(answer: Callable[..., Any], per_rank: list[dict[str, torch.Tenso
     return out
 
 
-@checker("lab10.averaged_gradients")
+@checker("lab09.averaged_gradients")
 def check_averaged_gradients(averaged_gradients: Callable[..., Any]) -> None:
     """``averaged_gradients(per_rank)``: a list of W dicts ``{name: gradient}`` (one per rank) -> one dict
     ``{name: mean over the ranks}``, for 2, 3 and 4 ranks."""
-    results = {w: (_grads(w, w), _average_of(averaged_gradients, _grads(w, w))) for w in (2, 3, 4)}
+    results = {w: (_grads(w, w), _average_of(averaged_gradients, _grads(w, w))) for w in _WORLD_SIZES}
     close = lambda got, want: torch.allclose(got, want.double(), rtol=1e-5, atol=1e-6)  # noqa: E731
     if all(close(got[n], _stacked(given, n).mean(0)) for given, got in results.values() for n in got):
-        passed("lab10.averaged_gradients")
+        passed("lab09.averaged_gradients")
         return
     for fault, diagnosis in _AVERAGE_FAULTS:
         if all(close(got[n], fault(given, n)) for given, got in results.values() for n in got):
@@ -178,7 +199,7 @@ def check_averaged_gradients(averaged_gradients: Callable[..., Any]) -> None:
                       f"{[round(g['w'][0, 0].item(), 5) for g in given]})")
 
 
-# --------------------------------------------------------------------------- lab10.should_log
+# --------------------------------------------------------------------------- lab09.should_log
 
 
 def reference_should_log(env: dict[str, str], step: int, log_every: int, last_step: int) -> bool:
@@ -214,10 +235,32 @@ _LOG_FAULTS: list[tuple[Callable[..., bool], str]] = [
 ]
 
 
-@checker("lab10.should_log")
-def check_should_log(should_log: Callable[..., Any]) -> None:
-    """``should_log(env, step, log_every, last_step)``: whether this process writes at ``step``, given
-    torchrun's environment variables ``env`` (a dict of strings; empty without torchrun)."""
+# This process's own environment during the check: first without torchrun's variables, then as rank 1 of 2.
+# An answer that reads os.environ instead of its env argument answers differently in the two.
+_TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE")
+_PROCESS_ENVIRONMENTS = ({}, {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"})
+
+
+@contextlib.contextmanager
+def _process_environment(values: dict[str, str]) -> Iterator[None]:
+    """Set torchrun's variables in ``os.environ`` to ``values`` (the others unset), restore them after."""
+    saved = {name: os.environ.get(name) for name in _TORCHRUN_VARIABLES}
+    try:
+        for name in _TORCHRUN_VARIABLES:
+            os.environ.pop(name, None)
+        os.environ.update(values)
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def _should_log_answers(should_log: Callable[..., Any]) -> dict[int, bool]:
+    """The answer's decision for each of ``_LOG_CASES``, by index; ``CheckFailed`` if it raises or does not
+    return a bool."""
     answers = {}
     for index, (env, step, every, last) in enumerate(_LOG_CASES):
         what = f"should_log({env}, step={step}, log_every={every}, last_step={last})"
@@ -230,9 +273,31 @@ def check_should_log(should_log: Callable[..., Any]) -> None:
         if not isinstance(got, (bool, np.bool_)):
             raise CheckFailed(f"{what} returned {got!r} ({type(got).__name__}): return True or False")
         answers[index] = bool(got)
+    return answers
+
+
+@checker("lab09.should_log")
+def check_should_log(should_log: Callable[..., Any]) -> None:
+    """``should_log(env, step, log_every, last_step)``: whether this process writes at ``step``, given
+    torchrun's environment variables ``env`` (a dict of strings; empty without torchrun)."""
+    outcomes: list[dict[int, bool] | CheckFailed] = []
+    for values in _PROCESS_ENVIRONMENTS:
+        with _process_environment(values):
+            try:
+                outcomes.append(_should_log_answers(should_log))
+            except CheckFailed as failure:
+                outcomes.append(failure)
+    answers, other = outcomes
+    if isinstance(answers, CheckFailed) and isinstance(other, CheckFailed):
+        raise answers
+    if isinstance(answers, CheckFailed) or isinstance(other, CheckFailed) or answers != other:
+        raise CheckFailed("it reads the process environment (os.environ) instead of the given `env`: the check "
+                          "passes each simulated process's variables in env, and your answers changed when "
+                          "only this process's own environment changed (no RANK, then RANK=1). Read RANK "
+                          "from env")
     wrong = [i for i, got in answers.items() if got != reference_should_log(*_LOG_CASES[i])]
     if not wrong:
-        passed("lab10.should_log")
+        passed("lab09.should_log")
         return
     for fault, diagnosis in _LOG_FAULTS:
         if all(answers[i] == bool(fault(*_LOG_CASES[i])) for i in answers):
