@@ -65,9 +65,9 @@ COMBINATIONS: tuple[Combination, ...] = (
     Combination("seed2-native-t2-nodnn", {"BOOK_SEED": "2", "BOOK_THREADS": "2", "OMP_NUM_THREADS": "2",
                                           "TF_ENABLE_ONEDNN_OPTS": "0"}),
 )
-# BOOK_THREADS is the thread count of the notebooks that choose one (env.threads); OMP_NUM_THREADS is the
-# default torch starts with, so the notebooks that keep torch's default (one thread per core) play a
-# machine with that many cores.
+# BOOK_THREADS is the thread count of the notebooks that choose one (env.threads). OMP_NUM_THREADS is set
+# with it, but in a Jupyter kernel the notebooks that keep torch's default still ran one thread per core
+# (the record keeps the count each execution used).
 
 MARKER = "ROBUSTNESS-VALUES:"
 # Appended to the executed copy (never to the notebook): the top-level numbers the notebook left behind.
