@@ -73,6 +73,17 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
+def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
+    """(first quartile, median, third quartile) by ``statistics.quantiles`` (exclusive method); a single
+    value is all three."""
+    if not values:
+        raise ValueError("no timed values: run at least one timed step")
+    if len(values) == 1:
+        return (values[0],) * 3
+    q1, middle, q3 = statistics.quantiles(values, n=4)
+    return q1, middle, q3
+
+
 def provenance(name: str, argv: Sequence[str] | None, machine_info: dict[str, Any], load_start: list[float],
                started: float) -> dict[str, Any]:
     """The fields every result file starts with: the benchmark, the date, the exact command, the machine with

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -185,7 +184,7 @@ def _row(config: BenchConfig, threads: int, rounds: list[dict[str, Any]], peak: 
     """One configuration at one thread count: every timed step of every round, their quartiles, the rounds'
     medians, and what follows from the median (tokens/s, model GFLOP/s, MFU)."""
     samples = [t for timing in rounds for t in timing["step_s_samples"]]
-    q1, median, q3 = statistics.quantiles(samples, n=4) if len(samples) >= 2 else (samples[0],) * 3
+    q1, median, q3 = record.quartiles(samples)
     tokens = config.batch_size * config.model.block_size
     row = {"config": config.name, **config.shape(), "threads": threads,
            "load_1min": (record.load_average() or [math.nan])[0], "rounds": len(rounds),

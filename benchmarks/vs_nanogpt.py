@@ -29,7 +29,7 @@ import argparse
 import contextlib
 import importlib.util
 import io
-import statistics
+import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -120,12 +120,6 @@ def interleave(steps: dict[str, Step], batch_fn: Callable[[int], Any], warmup: i
     return found
 
 
-def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
-    """(first quartile, median, third quartile), by ``statistics.quantiles`` (exclusive method)."""
-    q1, median, q3 = statistics.quantiles(values, n=4)
-    return q1, median, q3
-
-
 def summarise(found: dict[str, dict[str, list[float]]], threads: int, loss_every: int) -> dict[str, Any]:
     """One row per thread count: each side's step time (quartiles) and the per-pair speed ratios."""
     book, nano = found["book"], found["nanogpt"]
@@ -133,9 +127,9 @@ def summarise(found: dict[str, dict[str, list[float]]], threads: int, loss_every
     steps = len(book["losses"])
     at = sorted({*range(0, steps, loss_every), steps - 1})
     return {"threads": threads, "pairs": len(ratios),
-            "book_ms": [t * 1e3 for t in quartiles(book["times"])],
-            "nanogpt_ms": [t * 1e3 for t in quartiles(nano["times"])],
-            "speed_ratio": list(quartiles(ratios)),
+            "book_ms": [t * 1e3 for t in record.quartiles(book["times"])],
+            "nanogpt_ms": [t * 1e3 for t in record.quartiles(nano["times"])],
+            "speed_ratio": list(record.quartiles(ratios)),
             "loss_steps": at, "book_loss": [book["losses"][i] for i in at],
             "nanogpt_loss": [nano["losses"][i] for i in at],
             "largest_loss_difference": max(abs(b - n) for b, n in zip(book["losses"], nano["losses"],
@@ -164,14 +158,14 @@ def table(rows: Sequence[dict[str, Any]], args: argparse.Namespace) -> dict[str,
 
 
 def _commit(checkout: Path) -> str:
-    head = checkout / ".git" / "HEAD"
-    if not head.is_file():
+    """The commit the checkout is at, as git says it."""
+    # a folder that is no clone: git would name the HEAD of a repository around it
+    if not (checkout / ".git").exists():
         return f"{checkout} (not a git clone: commit unknown)"
-    ref = head.read_text().strip()
-    if ref.startswith("ref: "):
-        target = checkout / ".git" / ref[5:]
-        return target.read_text().strip() if target.is_file() else ref
-    return ref
+    found = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True)
+    if found.returncode != 0:
+        return f"{checkout} (not a git clone: commit unknown)"
+    return found.stdout.strip()
 
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -10,20 +10,21 @@ module the map in ``utils/__init__.py`` or ``utils/chapters/__init__.py`` does n
 from __future__ import annotations
 
 import ast
-import json
 import re
 from pathlib import Path
 
 import pytest
 
+from tests.notebook_code import python_source
+
 ROOT = Path(__file__).resolve().parents[1]
 UTILS = ROOT / "utils"
 
 
-def _imports(path: Path) -> set[str]:
-    """Every ``utils...`` module a Python file imports, at any depth (lazy imports included)."""
+def _utils_imports(tree: ast.AST) -> set[str]:
+    """Every ``utils...`` module a parsed file imports, at any depth (lazy imports included)."""
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("utils"):
             found.add(node.module)
             found.update(f"{node.module}.{alias.name}" for alias in node.names)
@@ -32,18 +33,12 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
+def _imports(path: Path) -> set[str]:
+    return _utils_imports(ast.parse(path.read_text(encoding="utf-8")))
+
+
 def _notebook_imports(path: Path) -> set[str]:
-    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
-    code = "\n".join(c["source"] if isinstance(c["source"], str) else "".join(c["source"])
-                     for c in cells if c["cell_type"] == "code")
-    code = "\n".join(line for line in code.splitlines() if not line.lstrip().startswith(("%", "!")))
-    tree = ast.parse(code)
-    found = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("utils"):
-            found.add(node.module)
-            found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    return found
+    return _utils_imports(ast.parse(python_source(path)))
 
 
 LIBRARY = sorted(p for p in UTILS.rglob("*.py")

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import ast
 import inspect
-import json
 import re
 from pathlib import Path
 
 import pytest
+
+from tests.notebook_code import python_source
 
 ROOT = Path(__file__).resolve().parents[1]
 WIDTH = 88
@@ -46,12 +47,9 @@ STILL_WIDE = {
 def _printed(notebook: Path) -> list[tuple[str, object]]:
     """Each expression the notebook passes to ``inspect.getsource``, resolved with the notebook's own
     imports (only its import statements are executed)."""
-    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
-    code = "\n".join(c["source"] if isinstance(c["source"], str) else "".join(c["source"])
-                     for c in cells if c["cell_type"] == "code")
+    code = python_source(notebook)
     namespace: dict = {}
-    plain = "\n".join(line for line in code.splitlines() if not line.lstrip().startswith(("%", "!")))
-    for node in ast.parse(plain).body:
+    for node in ast.parse(code).body:
         if isinstance(node, ast.Import | ast.ImportFrom):
             exec(compile(ast.Module([node], []), str(notebook), "exec"), namespace)  # noqa: S102
     return [(expr, eval(expr, namespace)) for expr in dict.fromkeys(GETSOURCE.findall(code))]  # noqa: S307

@@ -62,12 +62,15 @@ def tables_markdown(tables: Sequence[dict[str, Any]]) -> str:
 
 def result_markdown(result: dict[str, Any], heading: str = "###") -> str:
     """One benchmark's result: where, when and how it was measured, then its tables."""
+    return f"{heading} {result['benchmark']}\n\n{_where(result)}\n\n" + tables_markdown(result["tables"])
+
+
+def _where(result: dict[str, Any]) -> str:
+    """Where, when and how a result was measured: one sentence (Markdown code span for the command)."""
     machine = result["machine"]
-    return (f"{heading} {result['benchmark']}\n\n"
-            f"Measured {result['date']} on {machine['cpu']} ({machine['cpus_usable']} usable CPUs), "
+    return (f"Measured {result['date']} on {machine['cpu']} ({machine['cpus_usable']} usable CPUs), "
             f"torch {machine['torch']}, load average {machine.get('load_average_start')} at start "
-            f"and {machine.get('load_average_end')} at end, with `{result['command']}`.\n\n"
-            + tables_markdown(result["tables"]))
+            f"and {machine.get('load_average_end')} at end, with `{result['command']}`.")
 
 
 def _inline(text: str) -> str:
@@ -93,11 +96,7 @@ def tables_html(tables: Sequence[dict[str, Any]]) -> str:
 def result_html(result: dict[str, Any], heading: str = "h2") -> str:
     """``result_markdown`` as HTML, for a notebook's output: the heading, where and how it was measured,
     then its tables."""
-    machine = result["machine"]
-    where = (f"Measured {result['date']} on {machine['cpu']} ({machine['cpus_usable']} usable CPUs), "
-             f"torch {machine['torch']}, load average {machine.get('load_average_start')} at start "
-             f"and {machine.get('load_average_end')} at end, with `{result['command']}`.")
-    return (f"<{heading}>{_inline(result['benchmark'])}</{heading}>\n<p>{_inline(where)}</p>\n"
+    return (f"<{heading}>{_inline(result['benchmark'])}</{heading}>\n<p>{_inline(_where(result))}</p>\n"
             + tables_html(result["tables"]))
 
 
