@@ -13,16 +13,20 @@ from utils import diagnose
 #: A fault -> the rules of which at least one names it. A broken run may get more findings (a diverging
 #: run's gradients spike too); what it must get is one that names its fault.
 FAULT_NAMES: dict[str, set[str]] = {
-    "non_finite": {"non_finite"},
-    "lr_too_high": {"divergence", "exploding_gradients", "non_finite"},
+    "non_finite": {"non_finite", "divergence"},  # a loss that became NaN diverged, by divergence's definition
+    # a rate too high for ReLUs kills them: dead units are its symptom too, and a spike its first sign
+    "lr_too_high": {"divergence", "loss_spike", "rising_loss", "exploding_gradients", "non_finite",
+                    "dead_units"},
     "lr_too_low": {"plateau", "no_validation_progress", "vanishing_gradients"},
     "overfitting": {"overfitting"},
-    "exploding_gradients": {"exploding_gradients", "divergence", "non_finite"},
+    "exploding_gradients": {"exploding_gradients", "divergence", "loss_spike", "rising_loss", "non_finite"},
     "vanishing_gradients": {"vanishing_gradients", "stalled_layer", "dead_layer", "plateau",
                             "no_validation_progress"},
-    "dead_relus": {"dead_layer", "collapsed_histogram", "plateau", "no_validation_progress", "divergence"},
-    "shuffled_labels": {"no_validation_progress"},
-    "not_training": {"divergence", "plateau"},  # a series written by hand to show a dashboard
+    # ReLUs die from a too-high rate: its spike and gradient jump come first
+    "dead_relus": {"dead_units", "dead_layer", "collapsed_histogram", "plateau", "rising_loss",
+                   "no_validation_progress", "divergence", "loss_spike", "exploding_gradients"},
+    "shuffled_labels": {"no_validation_progress", "plateau"},  # the training loss stalls at chance too
+    "not_training": {"divergence", "plateau", "rising_loss"},  # a series written by hand to show a dashboard
 }
 
 #: run -> (fault, why). "invisible": broken in a way no rule can see in one run's logs (said so in its
@@ -45,6 +49,8 @@ BUILT: dict[str, tuple[str, str]] = {
     "ch08/data-raw-inputs": ("invisible", "unscaled inputs: it trains, worse"),
     "ch08/data-leaked-validation": ("invisible", "validation = training: invisible in one run"),
     "ch07/sweep-lr=3.0": ("dead_relus", "the sweep's highest rate kills the ReLUs"),
+    "ch07/sweep-lr=1.0": ("dead_relus", "85-95 % of the hidden units die at this rate (seeds 0, 1, 2, 1337: 99 % "
+                                        "of the outputs are 0); it learns with the rest, then stalls"),
     "ch07/long": ("not_training", "5,000 points at 1.0 with 20 spikes to 5.0: the sampling demo"),
     "ch07/pitfalls/ranks": ("not_training", "two ranks writing a constant: the every-rank pitfall"),
     "lab04b/run_a": ("overfitting", "40 training examples"),
@@ -62,11 +68,14 @@ BUILT: dict[str, tuple[str, str]] = {
 #: Healthy runs whose logs show something true that is no fault, with the rules that may say it and why.
 _SHORT = "a short fine-tuning run on one budget: its training loss stops improving within its first updates"
 TRUE_OBSERVATIONS: dict[str, tuple[set[str], str]] = {
-    "ch07/sweep-lr=1.0": ({"plateau", "overfitting"}, "a high rate of the sweep: it learns, then stalls"),
+    **{f"ch07/item-every-{n}": ({"divergence", "plateau", "rising_loss"},
+                                "the loss of fixed weights on random inputs: the .item() pitfall's demo")
+       for n in (1, 10)},
+    "ch07/pitfalls/rank0_only": ({"plateau"}, "a constant written by hand: the rank-0 fix of a pitfall"),
     # Chapter 8's two weaker cures of vanishing gradients (chapter 8: their best validation loss is well
     # above Xavier's and the residual net's). Under other seeds and kernels (the robustness matrix) the
     # ReLU net, at the sigmoid's rate, spikes late, and the LayerNorm net stalls: true of those runs.
-    "ch08/vanishing-relu": ({"plateau", "divergence", "exploding_gradients"},
+    "ch08/vanishing-relu": ({"plateau", "rising_loss", "divergence", "exploding_gradients"},
                             "ReLU at the sigmoid's rate: it learns, and under some seeds spikes late"),
     "ch08/vanishing-layernorm": ({"plateau"}, "LayerNorm between sigmoids: it learns less well, then stalls"),
     **{f"ch08/remedy-{name}": ({"overfitting"}, "a remedy for overfitting: it narrows the gap, not always closes it")

@@ -101,6 +101,10 @@ COMMANDS = [
         "events/run"),
     row("diagnose-empty-folder", "utils.diagnose empty_dir", "no event file", "it is empty"),
     row("diagnose-folder-of-other-files", "utils.diagnose no_events", "no event file", "notes.txt"),
+    row("diagnose-tag-unknown-role", "utils.diagnose events --tag los=train/loss", "argument --tag",
+        "'los=train/loss'", "unknown role 'los'", "val_loss"),
+    row("diagnose-tag-missing", "utils.diagnose events --tag val_loss=Loss/test", "argument --tag",
+        "'val_loss=Loss/test'", "no run", "train/loss"),
     # utils.tb.screenshots: refused before a server starts
     row("screenshots-runs-not-runs", "utils.tb.screenshots --runs empty_dir", "argument --runs", "empty_dir"),
     row("screenshots-out-is-a-file", f"{SHOTS} --out a_file", "argument --out", "is a file"),
@@ -129,6 +133,12 @@ COMMANDS = [
     row("robustness-jobs-zero", "benchmarks.robustness --jobs 0", "--jobs 0", "at least 1"),
     row("robustness-unknown-notebook", "benchmarks.robustness --only book/nope.ipynb", "argument --only",
         "book/nope.ipynb"),
+    row("zoo-unknown-recipe", "benchmarks.diagnose_zoo --recipes healthy-warmup,nope", "argument --recipes",
+        "'nope'", "lr_too_high"),
+    row("zoo-seeds-not-numbers", "benchmarks.diagnose_zoo --seeds 0,x", "argument --seeds", "'0,x'"),
+    row("speedrun-no-checkout", "benchmarks.speedrun --nanogpt empty_dir", "argument --nanogpt", "has no model.py"),
+    row("speedrun-repeats-zero", "benchmarks.speedrun --nanogpt empty_dir --repeats 0", "argument --repeats",
+        ">= 1"),
 ]
 
 

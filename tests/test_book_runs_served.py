@@ -78,3 +78,45 @@ def test_the_server_serves_every_run_of_the_book(tensorboard_server):
                 problems.append(f"{name} {tag}: served last point ({step}, {value}), "
                                 f"written ({last_step}, {last_value})")
     assert not problems, "\n".join(problems)
+
+
+# What chapters 6 and 7 tell the reader to find in the HParams dashboard: hyper-parameter columns, metric
+# columns, and the runs listed as rows (chapter 6: every classification run; its lora-r* sweep with rank,
+# alpha, lr and seed; chapter 7: the learning-rate sweep).
+CH06_HPARAMS = {"strategy", "examples", "lr", "seed", "pretrained", "rank", "alpha"}
+CH06_METRICS = {"val/accuracy", "val/macro_f1", "params/trainable", "memory/total_mib"}
+CH07_HPARAMS = {"lr", "hidden", "optimizer"}
+CH07_METRICS = {"hparam/best_val_loss", "hparam/accuracy"}
+
+
+@pytest.mark.parametrize("served_folder", ["", "ch06", "ch07"], ids=["runs", "runs-ch06", "runs-ch07"])
+def test_hparams_dashboard_shows_the_columns_the_chapters_describe(served_folder):
+    """Served from the whole tree (``make tensorboard``) or from one chapter's folder, the dashboard's
+    columns are the union of every run's: one run's columns never hide another's (no experiment summary)."""
+    from utils.tb import served
+
+    root, runs = book_runs()
+    wanted_hparams, wanted_metrics = set(), set()
+    if served_folder in ("", "ch06"):
+        wanted_hparams |= CH06_HPARAMS
+        wanted_metrics |= CH06_METRICS
+    if served_folder in ("", "ch07"):
+        wanted_hparams |= CH07_HPARAMS
+        wanted_metrics |= CH07_METRICS
+    prefix = f"{served_folder}/" if served_folder else ""
+    lora_runs = sorted(name for name in runs if name.startswith("ch06/lora-r"))
+    sweep_runs = sorted(name for name in runs if name.startswith("ch07/sweep-lr="))
+    assert lora_runs and sweep_runs, "chapters 6 and 7 wrote no sweep: run `make book` first"
+    with served.serving(root / served_folder, load_fast=True) as server:
+        last = (lora_runs if served_folder != "ch07" else sweep_runs)[-1].removeprefix(prefix)
+        server.wait_until_settled(last, "train/loss", timeout_s=READY_TIMEOUT_S)
+        experiment = server.hparams_experiment()
+        sessions = server.session_groups().set_index("session")
+    assert wanted_hparams <= set(experiment["hparams"]), experiment["hparams"]
+    assert wanted_metrics <= set(experiment["metrics"]), experiment["metrics"]
+    rows = [name.removeprefix(prefix) for name in (lora_runs if served_folder != "ch07" else sweep_runs)]
+    assert set(rows) <= set(sessions.index)
+    if served_folder != "ch07":
+        lora = sessions.loc[[name.removeprefix(prefix) for name in lora_runs]]
+        assert lora["rank"].notna().all() and lora["seed"].nunique() == 3
+        assert lora["val/accuracy"].between(0, 1).all()

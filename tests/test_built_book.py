@@ -3,6 +3,7 @@ traceback anywhere, launch buttons built from the one repository URL, solutions 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -75,11 +76,11 @@ def browser() -> str:
     return found
 
 
-def rendered_dom(page: Path, profile: Path) -> str:
+def rendered_dom(page: Path, profile: Path, *flags: str) -> str:
     """The page's DOM after its scripts ran, from real headless Chromium (flags that work as root, offline)."""
     command = [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-               f"--user-data-dir={profile}", "--virtual-time-budget=15000", "--dump-dom", page.as_uri()]
+               f"--user-data-dir={profile}", "--virtual-time-budget=15000", *flags, "--dump-dom", page.as_uri()]
     return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
 
 
@@ -142,3 +143,65 @@ def test_the_appendix_shows_every_benchmark_table_as_a_table(pages):
         for table in result["tables"]:
             first = table["columns"][0]
             assert f"<th>{first}</th>" in html or f"<th>{costs._inline(first)}</th>" in html, table["title"]
+
+
+# Run in the page once it has loaded and its fonts are ready: open every hidden cell (a reader may), then
+# measure each code block, input and output: its scroll width against its width, and how many characters of
+# its font fit in it. The result is written into the DOM, where --dump-dom brings it back.
+WIDTH_PROBE = """<script>
+window.addEventListener("load", () => document.fonts.ready.then(() => {
+  document.querySelectorAll("details").forEach((d) => { d.open = true; });
+  const probe = document.createElement("span");
+  probe.textContent = "0".repeat(100);
+  const blocks = [...document.querySelectorAll("div.highlight pre, div.cell_output pre")].map((pre) => {
+    const block = {output: pre.closest(".cell_output") !== null, scroll: pre.scrollWidth,
+                   client: pre.clientWidth, line: pre.textContent.split("\\n").reduce(
+                     (a, b) => (b.length > a.length ? b : a), "")};
+    pre.appendChild(probe);
+    const style = getComputedStyle(pre);
+    const inner = pre.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+    block.columns = inner / (probe.getBoundingClientRect().width / 100);
+    pre.removeChild(probe);
+    return block;
+  });
+  const report = document.createElement("pre");
+  report.id = "width-report";
+  report.textContent = JSON.stringify({width: window.innerWidth, blocks: blocks});
+  document.body.appendChild(report);
+}));
+</script>"""
+
+
+def code_widths(page: Path, workdir: Path) -> dict:
+    """Every code block of ``page`` measured in headless Chromium in a 1,280 x 800 window (a copy of the page
+    with the probe above, its links resolved against the built book by a ``<base>``)."""
+    from html import unescape
+
+    html = page.read_text(encoding="utf-8")
+    html = html.replace("<head>", f'<head><base href="{page.parent.as_uri()}/">', 1)
+    workdir.mkdir(parents=True)
+    copy = workdir / page.name
+    copy.write_text(html.replace("</body>", WIDTH_PROBE + "</body>", 1), encoding="utf-8")
+    dom = rendered_dom(copy, workdir / "profile", "--window-size=1280,800")
+    found = re.search(r'<pre id="width-report"[^>]*>(.*?)</pre>', dom, re.S)
+    assert found, f"{page.name}: the width probe wrote no report (did the page load?)"
+    return json.loads(unescape(found.group(1)))
+
+
+def test_code_fits_the_page_at_1280_pixels(pages, tmp_path):
+    """In a 1,280-pixel window no code block of any notebook page scrolls sideways, inputs or outputs, with
+    every hidden cell opened; and each input holds the house's 88 columns (tests/test_notebooks.py), so a
+    line within the rule never hides behind a scroll bar (_static/book.css makes the room)."""
+    notebook_pages = [path for path in pages if path.suffix == ".ipynb"]
+    assert notebook_pages, "no notebook page to measure"
+    for path in notebook_pages:
+        page = (HTML / path.relative_to(ROOT)).with_suffix(".html")
+        report = code_widths(page, tmp_path / path.stem)
+        assert report["width"] == 1280, f"{path.name}: measured in a {report['width']} px window"
+        shown = [block for block in report["blocks"] if block["client"] > 0]
+        assert shown, f"{path.name}: no code block measured"
+        wide = [f"{'output' if b['output'] else 'input'} {b['scroll']} > {b['client']} px: {b['line'][:60]!r}"
+                for b in shown if b["scroll"] > b["client"]]
+        assert not wide, f"{path.name}: {len(wide)} code block(s) scroll sideways at 1,280 px: {wide[:5]}"
+        narrow = min(b["columns"] for b in shown if not b["output"])
+        assert narrow >= 88, f"{path.name}: an input cell holds only {narrow:.1f} characters, under 88"

@@ -358,3 +358,31 @@ def test_command_line_exit_codes_json_and_rules(tmp_path):
 def test_a_fast_first_drop_is_not_divergence(tmp_path):
     write_run(tmp_path / "keras_like", {"epoch_loss": {0: 1.975, 1: 0.57, 2: 0.45, 3: 0.41, 4: 0.39}})
     assert only_run(tmp_path).findings == []
+
+
+def test_a_gradient_scalers_skipped_updates_are_a_note_not_an_error(tmp_path):
+    """A real fp16 GradScaler whose first scale is far too high: its first updates overflow, are skipped and
+    the scale halved; the gradient norm logged there is inf. That is the scaler working, not a fault."""
+    torch.manual_seed(0)
+    x = torch.randn(64, 5)
+    y = (x[:, 0] > 0).long()
+    model = torch.nn.Sequential(torch.nn.Linear(5, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**70)  # overflows fp16 gradients at first
+    with tb.open_run("amp", "scaled", root=tmp_path, allow_non_finite=True) as writer:
+        for step in range(120):
+            with torch.autocast("cpu", dtype=torch.float16):
+                loss = torch.nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+            scaler.step(optimizer)
+            scaler.update()
+            writer.add_step_scalars({"train/loss": loss.item(), "train/grad_norm": norm.item(),
+                                     "train/loss_scale": scaler.get_scale()}, step)
+    [report] = diagnose.diagnose(tmp_path / "amp")
+    grad = tb.read_scalars(tmp_path / "amp" / "scaled", ["train/grad_norm"]).value
+    assert (~np.isfinite(grad)).sum() >= 3  # the scaler did skip updates
+    assert {f.rule for f in report.findings} == {"scaler_skipped_steps"}, report.findings
+    assert all(f.severity == "note" for f in report.findings)

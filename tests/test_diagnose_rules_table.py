@@ -13,9 +13,10 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from utils.diagnose import rules
+from utils.diagnose import layer_rules, rules, validation_rules
 from utils.diagnose.rules import RULES
 
 R = RULES
@@ -111,39 +112,39 @@ def _overfit(after_best: int, rise: float = 0.5):
 
 def test_overfitting_needs_more_than_guard_evaluations_after_the_minimum():
     guard = int(R["overfitting"].guard)
-    assert rules.check_overfitting("val", *_overfit(guard)) == []  # stopped early: at most `guard` after it
-    assert names(rules.check_overfitting("val", *_overfit(guard + 1))) == [("overfitting", 3)]
+    assert validation_rules.check_overfitting("val", *_overfit(guard)) == []  # stopped early: at most `guard` after it
+    assert names(validation_rules.check_overfitting("val", *_overfit(guard + 1))) == [("overfitting", 3)]
 
 
 def test_overfitting_fires_for_a_rise_above_the_threshold_only():
     guard, k = int(R["overfitting"].guard), R["overfitting"].threshold
-    assert rules.check_overfitting("val", *_overfit(guard + 1, rise=0.9 * k)) == []
-    assert rules.check_overfitting("val", *_overfit(guard + 1, rise=1.1 * k)) != []
+    assert validation_rules.check_overfitting("val", *_overfit(guard + 1, rise=0.9 * k)) == []
+    assert validation_rules.check_overfitting("val", *_overfit(guard + 1, rise=1.1 * k)) != []
 
 
 def test_overfitting_compares_the_mean_of_the_last_window_training_points():
     w, guard = R["overfitting"].window, int(R["overfitting"].guard)
     val, train = _overfit(guard + 1)
-    assert rules.check_overfitting("val", val, train) != []
+    assert validation_rules.check_overfitting("val", val, train) != []
     # the training loss's last `window` points average above the mean of its last `window` points up to the
     # best evaluation: it did not keep falling, no finding; one point fewer or one more would average below
     at_best = np.mean(train[1][3 - w + 1:4])
     values = train[1].copy()
     values[-w - 1:] = [0.0, 2.2 * at_best] + [at_best / 2] * (w - 1)
     assert np.mean(values[-w - 1:]) < at_best < np.mean(values[-w:]) and np.mean(values[-(w - 1):]) < at_best
-    assert rules.check_overfitting("val", val, (train[0], values)) == []
+    assert validation_rules.check_overfitting("val", val, (train[0], values)) == []
 
 
 def test_overfitting_reads_its_numbers_from_the_table(table):
     guard, k = int(R["overfitting"].guard), R["overfitting"].threshold
-    assert rules.check_overfitting("val", *_overfit(guard)) == []
+    assert validation_rules.check_overfitting("val", *_overfit(guard)) == []
     table("overfitting", guard=guard - 1)
-    assert rules.check_overfitting("val", *_overfit(guard)) != []
+    assert validation_rules.check_overfitting("val", *_overfit(guard)) != []
     table("overfitting", guard=guard, threshold=k)
     series = _overfit(guard + 1, rise=2 * k)
-    assert rules.check_overfitting("val", *series) != []
+    assert validation_rules.check_overfitting("val", *series) != []
     table("overfitting", threshold=3 * k)
-    assert rules.check_overfitting("val", *series) == []
+    assert validation_rules.check_overfitting("val", *series) == []
 
 
 # --------------------------------------------------------------------------------------------- validation progress
@@ -151,24 +152,24 @@ def test_overfitting_reads_its_numbers_from_the_table(table):
 
 def test_no_validation_progress_needs_window_evaluations():
     w = R["no_validation_progress"].window
-    assert names(rules.check_validation_progress("val", s([2.0] * w))) == [("no_validation_progress", 0)]
-    assert rules.check_validation_progress("val", s([2.0] * (w - 1))) == []
+    assert names(validation_rules.check_validation_progress("val", s([2.0] * w))) == [("no_validation_progress", 0)]
+    assert validation_rules.check_validation_progress("val", s([2.0] * (w - 1))) == []
 
 
 def test_no_validation_progress_fires_for_a_gain_up_to_the_threshold():
     w, k = R["no_validation_progress"].window, R["no_validation_progress"].threshold
-    assert rules.check_validation_progress("val", s([1.0] * (w - 1) + [1.0 - 0.9 * k])) != []
-    assert rules.check_validation_progress("val", s([1.0] * (w - 1) + [1.0 - 1.1 * k])) == []
+    assert validation_rules.check_validation_progress("val", s([1.0] * (w - 1) + [1.0 - 0.9 * k])) != []
+    assert validation_rules.check_validation_progress("val", s([1.0] * (w - 1) + [1.0 - 1.1 * k])) == []
 
 
 def test_no_validation_progress_reads_its_numbers_from_the_table(table):
     w, k = R["no_validation_progress"].window, R["no_validation_progress"].threshold
     series = s([1.0] * (w - 1) + [1.0 - 2 * k])
-    assert rules.check_validation_progress("val", series) == []
+    assert validation_rules.check_validation_progress("val", series) == []
     table("no_validation_progress", threshold=3 * k)
-    assert rules.check_validation_progress("val", series) != []
+    assert validation_rules.check_validation_progress("val", series) != []
     table("no_validation_progress", threshold=k, window=w + 1)
-    assert rules.check_validation_progress("val", s([1.0] * w)) == []
+    assert validation_rules.check_validation_progress("val", s([1.0] * w)) == []
 
 
 # --------------------------------------------------------------------------------------------- exploding gradients
@@ -290,18 +291,18 @@ def _weights(frozen_intervals: int, change: float = 0.0) -> dict:
 
 def test_dead_layer_needs_window_intervals_up_to_the_end():
     w = R["dead_layer"].window
-    assert names(rules.check_dead_layers(_weights(w))) == [("dead_layer", 10 * (7 - w))]
-    assert rules.check_dead_layers(_weights(w - 1)) == []
+    assert names(layer_rules.check_dead_layers(_weights(w))) == [("dead_layer", 10 * (7 - w))]
+    assert layer_rules.check_dead_layers(_weights(w - 1)) == []
 
 
 def test_dead_layer_fires_below_the_threshold_only_and_reads_it_from_the_table(table):
     w, k = R["dead_layer"].window, R["dead_layer"].threshold
-    assert rules.check_dead_layers(_weights(w, 0.5 * k)) != []
-    assert rules.check_dead_layers(_weights(w, 2 * k)) == []
+    assert layer_rules.check_dead_layers(_weights(w, 0.5 * k)) != []
+    assert layer_rules.check_dead_layers(_weights(w, 2 * k)) == []
     table("dead_layer", threshold=4 * k)
-    assert rules.check_dead_layers(_weights(w, 2 * k)) != []
+    assert layer_rules.check_dead_layers(_weights(w, 2 * k)) != []
     table("dead_layer", threshold=k, window=w + 1)
-    assert rules.check_dead_layers(_weights(w)) == []
+    assert layer_rules.check_dead_layers(_weights(w)) == []
 
 
 def _spread(collapsed_steps: int, factor: float = 1e-4):
@@ -314,18 +315,18 @@ def _spread(collapsed_steps: int, factor: float = 1e-4):
 
 def test_collapsed_histogram_needs_window_steps_up_to_the_end():
     w = R["collapsed_histogram"].window
-    assert names(rules.check_collapsed("h", *_spread(w))) == [("collapsed_histogram", 10 * (8 - w))]
-    assert rules.check_collapsed("h", *_spread(w - 1)) == []
+    assert names(layer_rules.check_collapsed("h", *_spread(w))) == [("collapsed_histogram", 10 * (8 - w))]
+    assert layer_rules.check_collapsed("h", *_spread(w - 1)) == []
 
 
 def test_collapsed_histogram_at_the_threshold_counts_and_reads_it_from_the_table(table):
     w, k = R["collapsed_histogram"].window, R["collapsed_histogram"].threshold
-    assert rules.check_collapsed("h", *_spread(w, k)) != []  # "fell below": at most threshold x its first range
-    assert rules.check_collapsed("h", *_spread(w, 1.1 * k)) == []
+    assert layer_rules.check_collapsed("h", *_spread(w, k)) != []  # "fell below": at most threshold x its first range
+    assert layer_rules.check_collapsed("h", *_spread(w, 1.1 * k)) == []
     table("collapsed_histogram", threshold=2 * k)
-    assert rules.check_collapsed("h", *_spread(w, 1.1 * k)) != []
+    assert layer_rules.check_collapsed("h", *_spread(w, 1.1 * k)) != []
     table("collapsed_histogram", threshold=k, window=w + 1)
-    assert rules.check_collapsed("h", *_spread(w, k)) == []
+    assert layer_rules.check_collapsed("h", *_spread(w, k)) == []
 
 
 # --------------------------------------------------------------------------------------------- learning rate
@@ -377,3 +378,116 @@ def test_divergence_in_the_first_updates_is_named_though_the_start_hides_it():
     healthy = [2.3, 15.0, 6.5] + [2.0, 1.5, 1.2, 1.0] * 5  # back below its first value: no divergence
     assert rules.check_divergence("l", s(healthy)) == []
     assert rules.check_divergence("l", s(jumped[: 2 * w - 1])) == []  # too short to say
+
+
+def _relu_histograms(shares: list[float], low: float = 0.0):
+    """One activations histogram per step (step 10 * i): ``share`` of 1,000 values in the lowest bucket,
+    the rest in the next; ``low`` is the smallest value (a ReLU's output: 0)."""
+    rows = []
+    for share in shares:
+        zeros = round(1000 * share)
+        rows.append({"min": low, "counts": [0, zeros, 1000 - zeros]})
+    return pd.DataFrame(rows)
+
+
+def test_dead_units_threshold_window_and_non_relu_histograms():
+    k, w = RULES["dead_units"].threshold, RULES["dead_units"].window
+    steps = np.arange(0, 60, 10)
+    healthy = [0.5] * 6
+    dying = [0.5, 0.6, 0.7, 0.95, 0.97, 0.99]
+    shares = layer_rules.zero_bucket_share(_relu_histograms(dying))
+    assert names(layer_rules.check_dead_units("a", steps, shares)) == [("dead_units", 30)]
+    assert layer_rules.check_dead_units("a", steps, layer_rules.zero_bucket_share(_relu_histograms(healthy))) == []
+    at_edge = layer_rules.zero_bucket_share(_relu_histograms([0.5] * (6 - w) + [k] * w))
+    assert layer_rules.check_dead_units("a", steps, at_edge) == []  # "more than" the threshold
+    too_short = layer_rules.zero_bucket_share(_relu_histograms([0.5] * (7 - w) + [0.99] * (w - 1)))
+    assert layer_rules.check_dead_units("a", steps, too_short) == []
+    # a histogram with negative values is no ReLU's output: never dead units, however peaked
+    tanh = layer_rules.zero_bucket_share(_relu_histograms(dying, low=-0.5))
+    assert np.isnan(tanh).all() and layer_rules.check_dead_units("a", steps, tanh) == []
+
+
+def test_rising_loss_must_rise_above_the_runs_own_noise():
+    """Two stretches of a small batch's noisy loss: a 6 % rise of the means within 3 standard errors is
+    noise; the same rise on a quiet loss is a finding."""
+    n = 40
+    rng = np.random.default_rng(0)
+    steps = np.arange(2 * n)
+    level = np.r_[np.full(3 * n // 2, 1.0), np.full(n // 2, 1.06)]  # the last quarter rises
+    noisy = level + rng.normal(scale=0.3, size=2 * n)
+    quiet = level + rng.normal(scale=0.01, size=2 * n)
+    assert rules.check_rising("loss", (steps, noisy)) == []
+    assert [f.rule for f in rules.check_rising("loss", (steps, quiet))] == ["rising_loss"]
+
+
+def test_an_early_jump_is_a_divergence_and_a_noisy_first_point_is_not():
+    steps = np.arange(20)
+    jumped = np.r_[1.0, np.full(19, 2.0)]
+    noisy_start = np.r_[1.0, 1.0 + np.linspace(0.2, 0.01, 19)]  # above its first point, never 1.5x it
+    assert [f.rule for f in rules.check_divergence("loss", (steps, jumped))] == ["divergence"]
+    assert rules.check_divergence("loss", (steps, noisy_start)) == []
+
+
+def test_a_lone_gradient_spike_is_noise_and_a_lasting_one_explodes():
+    steps = np.arange(60)
+    base = np.full(60, 0.2)
+    lone, lasting = base.copy(), base.copy()
+    lone[40] = 5.0
+    lasting[40:] = 5.0
+    at_the_end = base.copy()
+    at_the_end[-1] = 5.0
+    assert rules.check_exploding("g", (steps, lone)) == []
+    assert [f.step for f in rules.check_exploding("g", (steps, lasting))] == [40]
+    assert [f.step for f in rules.check_exploding("g", (steps, at_the_end))] == [59]
+
+
+def test_overfitting_must_rise_above_one_evaluations_noise():
+    """A validation curve that jumps from evaluation to evaluation (unscaled inputs) ends above its lowest
+    draw without turning; a smooth one that turns up overfits."""
+    val_steps = np.arange(0, 260, 10)
+    train = (np.arange(260), np.linspace(2.0, 0.1, 260))
+    jumpy = 0.35 + 0.25 * np.where(np.arange(26) % 2, 1.0, -0.6)  # 0.2 / 0.6, alternating
+    jumpy[19], jumpy[-1] = 0.18, 0.26
+    turning = np.r_[np.linspace(2.0, 0.3, 13), np.linspace(0.31, 0.6, 13)]
+    assert validation_rules.check_overfitting("val", (val_steps, jumpy), train) == []
+    assert [f.step for f in validation_rules.check_overfitting("val", (val_steps, turning), train)] == [120]
+
+
+def test_a_spike_that_recovers_is_a_warning_and_one_that_does_not_is_a_divergence():
+    steps = np.arange(200)
+    loss = np.linspace(2.0, 0.5, 200)
+    recovered, stuck = loss.copy(), loss.copy()
+    recovered[100:110] = 9.0  # 10 steps up, then 90 calm ones
+    stuck[100:] = 9.0
+    late = loss.copy()
+    late[180:] = 9.0  # no calm window after it: it may not have recovered
+    assert [(f.rule, f.severity, f.step) for f in rules.check_divergence("loss", (steps, recovered))] == [
+        ("loss_spike", "warning", 100)]
+    assert [f.rule for f in rules.check_divergence("loss", (steps, stuck))] == ["divergence"]
+    assert [f.rule for f in rules.check_divergence("loss", (steps, late))] == ["divergence"]
+    nan_spike = recovered.copy()
+    nan_spike[100] = np.nan
+    assert [f.rule for f in rules.check_divergence("loss", (steps, nan_spike))] == ["divergence"]
+
+
+def test_a_gradient_scalers_skipped_steps_are_the_steps_where_its_scale_fell():
+    steps = np.arange(10)
+    grad = np.r_[1.0, 1.1, np.inf, 1.0, 1.2, np.inf, 1.1, 1.0, np.nan, 1.0]
+    scale_after = np.r_[8.0, 8.0, 4.0, 4.0, 4.0, 2.0, 2.0, 2.0, 2.0, 2.0]  # logged after the update
+    scale_before = np.r_[8.0, 8.0, 8.0, 4.0, 4.0, 4.0, 2.0, 2.0, 2.0, 2.0]  # logged before it
+    for scale in (scale_after, scale_before):
+        assert rules.scaler_skips((steps, grad), (steps, scale)).tolist() == [2, 5]  # not 8: scale held
+
+
+def test_overfitting_with_sparse_evaluations_after_a_completed_schedule():
+    """Three evaluations after the best one: early stopping's excuse, unless the learning rate went through
+    its whole schedule; and not when the validation accuracy ended higher."""
+    val = (np.array([500, 1000, 1500, 2000]), np.array([0.8, 0.6, 0.7, 0.9]))
+    train = (np.arange(2001), np.linspace(2.0, 0.1, 2001))
+    decayed = (np.arange(2001), np.linspace(1e-3, 1e-5, 2001))
+    constant = (np.arange(2001), np.full(2001, 1e-3))
+    assert not validation_rules.schedule_completed(constant) and validation_rules.schedule_completed(decayed)
+    assert validation_rules.check_overfitting("val", val, train, completed=False) == []
+    assert [f.step for f in validation_rules.check_overfitting("val", val, train, completed=True)] == [1000]
+    rising_accuracy = (val[0], np.array([0.6, 0.7, 0.72, 0.75]))
+    assert validation_rules.check_overfitting("val", val, train, completed=True, accuracy=rising_accuracy) == []

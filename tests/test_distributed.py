@@ -79,7 +79,8 @@ def test_shards_are_disjoint_equal_and_cover_the_batch():
 
 
 def test_command_line_round_trips_the_config():
-    config = distributed.DistConfig(mode="by-hand", log_run="a/b", model=GPTConfig(65, 16, 1, 2, 32))
+    config = distributed.DistConfig(mode="by-hand", log_run="a/b", rank_seeds=True,
+                                    model=GPTConfig(65, 16, 1, 2, 32))
     config = dataclasses.replace(config.with_training(max_steps=7, lr=0.5, checkpoint_dir="c"), resume=True)
     parsed, backend = torchrun.parse_arguments(torchrun.config_arguments(config))
     assert parsed == config and backend == "gloo"
@@ -168,6 +169,23 @@ def test_ddp_equals_one_process_with_the_whole_batch(reference, folder):
 
 
 @pytest.mark.slow
+def test_only_ddp_broadcasts_rank_0s_weights_when_each_rank_seeds_its_own(reference, tmp_path):
+    """``rank_seeds``: rank r builds its model from seed + r (rank 0's from the one-process run's seed).
+    DDP's constructor broadcasts rank 0's weights, so it still ends where one process ends; the by-hand
+    mode averages the gradients but applies them to weights that differ, and never agrees."""
+    gaps = {}
+    for mode in ("ddp", "by-hand"):
+        config = distributed.DistConfig(mode=mode, rank_seeds=True, weights_out=str(tmp_path / f"{mode}.pt"),
+                                        summary_out=str(tmp_path / f"{mode}.json"))
+        torchrun.launch(2, config.with_training(max_steps=STEPS))
+        summary = json.loads((tmp_path / f"{mode}.json").read_text())
+        gaps[mode] = largest_difference(torch.load(tmp_path / f"{mode}.pt", weights_only=True), reference[1])
+        own = summary["own_losses_per_rank"]  # each rank's loss of its own rows, at every step
+        assert [sorted(o, key=int) for o in own] == [[str(s) for s in range(STEPS)]] * 2
+    assert gaps["ddp"] < TOLERANCE and gaps["by-hand"] > 100 * TOLERANCE  # chapter 9, 12 steps: 4e-6, 4e-2
+
+
+@pytest.mark.slow
 def test_fsdp_shards_parameters_and_optimizer_state_and_trains_the_same(reference, folder):
     summary, weights = launched(folder, "fsdp")
     total = reference[0]["parameters"]
@@ -215,3 +233,38 @@ def test_a_launch_that_ends_before_the_kill_step_raises_with_its_output(tmp_path
     ended = r"(?s)ended \(exit status 0\) before rank 0 reported step 5:.*step 1 done"
     with pytest.raises(RuntimeError, match=ended):
         torchrun.kill_at_step(1, config, 5)
+
+
+def test_the_two_machine_command_is_the_one_machine_command_with_two_settings_changed():
+    config = distributed.DistConfig(mode="ddp")
+    two = torchrun.launch_command(8, config, nnodes=2, rdzv_endpoint="node0.cluster:29500")
+    one = torchrun.launch_command(8, config)
+    assert two[two.index("--nnodes") + 1] == "2" and one[one.index("--nnodes") + 1] == "1"
+    assert two[two.index("--rdzv-endpoint") + 1] == "node0.cluster:29500" and "--local-addr" not in two
+    local = one.index("--local-addr")
+    assert one[local + 1] == "127.0.0.1"
+    del one[local:local + 2]  # on one machine only: the agent's own address
+    differs = {two[i - 1] for i, (a, b) in enumerate(zip(two, one, strict=True)) if a != b}
+    assert differs <= {"--nnodes", "--rdzv-endpoint"}, differs
+    assert set(torchrun.CLUSTER_ENVIRONMENT) >= {"MASTER_ADDR, MASTER_PORT", "NCCL_SOCKET_IFNAME",
+                                                 "GLOO_SOCKET_IFNAME", "NCCL_DEBUG", "TORCH_DISTRIBUTED_DEBUG",
+                                                 "TORCH_NCCL_ASYNC_ERROR_HANDLING"}
+
+
+@pytest.mark.slow
+def test_the_printed_two_machine_command_runs_on_one_machine_with_nnodes_1(tmp_path, monkeypatch):
+    """What a reader can try before a cluster: the chapter's two-machine command with --nnodes 1 and the
+    rendezvous on 127.0.0.1 runs 2 gloo ranks here."""
+    import subprocess
+
+    monkeypatch.setenv("BOOK_RUNS_DIR", str(tmp_path / "runs"))
+    config = distributed.DistConfig(mode="ddp", summary_out=str(tmp_path / "summary.json")).with_training(
+        max_steps=2)
+    command = torchrun.launch_command(2, config, nnodes=2, rdzv_endpoint="node0.cluster:29500")
+    command[command.index("--nnodes") + 1] = "1"
+    endpoint = command.index("--rdzv-endpoint") + 1
+    command[endpoint:endpoint + 1] = [torchrun.LOCAL_ENDPOINT, "--local-addr", "127.0.0.1"]
+    done = subprocess.run(command, env=torchrun.launch_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["mode"] == "ddp" and len(summary["pid_per_rank"]) == 2

@@ -4,6 +4,8 @@ training step measured by torch.profiler; and what each saving technique divides
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -18,6 +20,20 @@ SHAPES = [  # (L, H, C, T, B, V, bias)
     (3, 2, 96, 64, 8, 500, False),
     (1, 4, 32, 128, 2, 65, True),
 ]
+
+
+#: the bf16 autocast of the book (chapter 8) and of ``loop.TrainConfig(autocast=...)``, on the CPU
+BF16 = functools.partial(torch.autocast, "cpu", dtype=torch.bfloat16)
+
+
+def bf16_lm_loss(model, batch):
+    with BF16():
+        return lm_loss(model, batch)
+
+
+def bf16_checkpointed_lm_loss(model, batch):
+    with BF16():
+        return memory.checkpointed_lm_loss(model, batch)
 
 
 def model_and_batch(L, H, C, T, B, V, bias):
@@ -43,6 +59,64 @@ def test_checkpointing_formula_equals_what_autograd_saves(shape):
     saved = memory.saved_activation_bytes(model, batch, memory.checkpointed_lm_loss)
     assert saved == memory.activation_bytes(config, B, checkpointing=True) - one_block
     assert saved < 0.3 * memory.activation_bytes(config, B)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=[str(s) for s in SHAPES])
+def test_bf16_autocast_formula_equals_what_autograd_saves(shape):
+    """Under autocast the LayerNorms' inputs and statistics, the log-sum-exp and the log-softmax stay fp32,
+    and the matmuls save bf16 copies of their weights: the activations are well over half of fp32's."""
+    config, model, batch = model_and_batch(*shape)
+    B = shape[4]
+    saved = memory.saved_activation_bytes(model, batch, bf16_lm_loss)
+    assert saved == memory.activation_bytes(config, B, precision="bf16-autocast")
+    assert saved > 0.6 * memory.activation_bytes(config, B)  # not the half that "2 bytes a value" says
+
+
+@pytest.mark.parametrize("shape", SHAPES[:3], ids=[str(s) for s in SHAPES[:3]])
+def test_bf16_autocast_with_checkpointing_formula_equals_what_autograd_saves(shape):
+    config, model, batch = model_and_batch(*shape)
+    L, H, C, T, B = shape[:5]
+    fp32_part = 2 * C + 4 + H  # of one block's values: the LayerNorms' inputs and statistics, log-sum-exp
+    one_block = B * T * (4 * fp32_part + 2 * (16 * C + H + 4 - fp32_part)) + 2 * 12 * C * C
+    saved = memory.saved_activation_bytes(model, batch, bf16_checkpointed_lm_loss)
+    assert saved == memory.activation_bytes(config, B, precision="bf16-autocast", checkpointing=True) - one_block
+
+
+def _autocast_peak(config, B):
+    torch.manual_seed(0)
+    model = GPT(config)
+    optimizer = make_adamw(model, 1e-3)
+    generator = torch.Generator().manual_seed(0)
+    batch = tuple(torch.randint(config.vocab_size, (B, config.block_size), generator=generator)
+                  for _ in range(2))
+
+    def step():
+        loop.train_step(model, optimizer, [batch], lm_loss, grad_clip=1.0, autocast=BF16)
+
+    step()
+    saved = memory.saved_activation_bytes(model, batch, bf16_lm_loss)
+    return saved, memory.measure_step_peak(step)["peak"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config, B", [
+    (GPTConfig(vocab_size=65, block_size=32, n_layer=2, n_head=2, n_embd=64), 8),
+    (GPTConfig(vocab_size=16384, block_size=128, n_layer=4, n_head=4, n_embd=128), 8)],
+    ids=["V65", "V16384"])
+def test_measured_peak_of_a_bf16_autocast_step_lies_between_the_formulas_bounds(config, B):
+    """A whole step under autocast, measured by torch.profiler: fp32 weights, AdamW states and the
+    activations (with the bf16 weight copies) below the peak; all of it, the fp32 gradients and the loss's
+    two (B, T, V) fp32 gradients above it. Half of fp32's activations would be far too low (at V = 16,384
+    the fp32 log-softmax alone is 8 x 128 x 16,384 x 4 bytes = 67 MB)."""
+    saved, peak = _autocast_peak(config, B)
+    estimate = memory.training_memory(config, B, precision="bf16-autocast")
+    assert saved == estimate.activations
+    lower = estimate.weights + estimate.optimizer + estimate.activations
+    assert lower <= peak <= estimate.total + memory.logits_gradient_bytes(config, B)
+    halved = memory.activation_bytes(config, B) / 2  # the old arithmetic: 2 bytes for every value
+    assert estimate.activations > 1.2 * halved
+    log_softmax = B * config.block_size * config.vocab_size * 4  # fp32 under autocast
+    assert (log_softmax > estimate.activations / 2) == (config.vocab_size > 1000)  # most, at V = 16,384
 
 
 @pytest.mark.slow
@@ -98,14 +172,19 @@ def test_the_peak_bounds_hold_at_a_large_vocabulary_with_the_logits_gradients():
     assert lower <= peak <= estimate.total + memory.logits_gradient_bytes(config, 8)
 
 
-def test_parameter_states_are_16_bytes_per_parameter_in_both_precisions():
+def test_parameter_states_are_16_bytes_per_parameter_in_every_precision():
+    """16 bytes a parameter in all three recipes; bf16 shrinks the activations, by less than half (what
+    stays fp32 is measured above), and autocast adds its bf16 weight copies to them."""
     config = GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_head=4, n_embd=128)
     P = parameter_count_formula(config)
-    for precision in ("fp32", "bf16-mixed"):
+    for precision in ("fp32", "bf16-mixed", "bf16-autocast"):
         estimate = memory.training_memory(config, 12, precision=precision)
         assert estimate.weights + estimate.gradients + estimate.optimizer == 16 * P
-    fp32, bf16 = (memory.training_memory(config, 12, precision=p) for p in ("fp32", "bf16-mixed"))
-    assert bf16.activations < 0.51 * fp32.activations
+    fp32, bf16, autocast = (memory.training_memory(config, 12, precision=p)
+                            for p in ("fp32", "bf16-mixed", "bf16-autocast"))
+    assert 0.5 * fp32.activations < bf16.activations < autocast.activations < fp32.activations
+    copies = autocast.activations - bf16.activations
+    assert copies == 2 * (4 * 12 * 128**2 + 65 * 128)  # the matmuls' weights, 2 bytes each
 
 
 def test_zero_stages_shard_optimizer_then_gradients_then_weights():

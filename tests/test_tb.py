@@ -96,10 +96,12 @@ def test_text_and_image_round_trip(root):
 
 
 def test_hparams_are_recorded_in_the_run_itself(root):
-    with tb.open_run("ch", "hp", root=root, hparams={"lr": 0.1, "layers": 2, "act": "relu"},
-                     hparam_metrics=["hparam/val_loss"]) as writer:
+    with tb.open_run("ch", "hp", root=root, hparams={"lr": 0.1, "layers": 2, "act": "relu"}) as writer:
         writer.add_scalar("hparam/val_loss", 0.5, 10)
     run = root / "ch" / "hp"
+    # a session start and end, and no experiment summary: the server would show only the first it found
+    assert set(reading.accumulator(run).PluginTagToContent("hparams")) == {
+        "_hparams_/session_start_info", "_hparams_/session_end_info"}
     assert [p for p in run.iterdir() if p.is_dir()] == []  # no child run
     assert tb.read_hparams(run) == {"lr": 0.1, "layers": 2, "act": "relu"}
     assert tb.read_scalars(run, ["hparam/val_loss"]).value.tolist() == [0.5]

@@ -20,7 +20,7 @@ def route(plugin: str, kind: str, run: str, tag: str) -> str:
 def test_server_serves_what_utils_tb_wrote(tmp_path, tensorboard_server, load_fast):
     root = tmp_path / "runs"
     values = np.linspace(2.0, 0.5, 40) + np.random.default_rng(0).normal(scale=0.01, size=40)
-    with tb.open_run("ch0", "served", root=root, hparams={"lr": 0.01}, hparam_metrics=["hparam/loss"]) as writer:
+    with tb.open_run("ch0", "served", root=root, hparams={"lr": 0.01}) as writer:
         for step, value in enumerate(values):
             writer.add_scalar("train/loss", value, step)
         writer.add_histogram("weights", np.arange(100.0), 3)

@@ -69,12 +69,15 @@ class DistConfig:
     warm-up steps, cosine to 3e-4; its ``device`` is ``"cpu"``, or ``"cuda"``: each rank on GPU
     ``LOCAL_RANK``), and what data parallelism adds. ``global_batch`` windows of ``model.block_size``
     tokens per update, split evenly over the ranks; ``log_run`` is ``"<chapter>/<run>"`` for
-    ``tb.open_run`` (rank 0 only), ``""`` for no log; ``every_rank_run`` the run every rank writes to."""
+    ``tb.open_run`` (rank 0 only), ``""`` for no log; ``every_rank_run`` the run every rank writes to.
+    ``rank_seeds``: rank r builds its model from ``seed + r`` (the batches still come from ``seed``), so the
+    ranks start from different weights: DDP's constructor broadcasts rank 0's, the by-hand mode does not."""
 
     model: GPTConfig = field(default_factory=_small_model)
     training: loop.TrainConfig = field(default_factory=_short_training)
     global_batch: int = 16
     seed: int = 0
+    rank_seeds: bool = False
     mode: str = "ddp"
     log_run: str = ""
     every_rank_run: str = ""
@@ -186,12 +189,13 @@ def rank_device(config: DistConfig) -> torch.device:
 
 
 def build_replica(config: DistConfig, vocab_size: int, device: torch.device) -> tuple[GPT, torch.nn.Module]:
-    """This rank's copy of the model, the same on every rank (the same seed), on ``device``; and what computes
-    its forward pass: DDP's wrapper, or the model itself (FSDP shards it in place, block by block)."""
+    """This rank's copy of the model, on ``device``: the same on every rank (the same seed), unless
+    ``rank_seeds``; and what computes its forward pass: DDP's wrapper (whose constructor broadcasts rank 0's
+    parameters and buffers to every rank), or the model itself (FSDP shards it in place, block by block)."""
     if config.model.vocab_size != vocab_size:
         raise ValueError(f"model.vocab_size is {config.model.vocab_size} but the tokenizer has {vocab_size} "
                          f"tokens: set GPTConfig(vocab_size={vocab_size})")
-    torch.manual_seed(config.seed)
+    torch.manual_seed(config.seed + (world()[0] if config.rank_seeds else 0))
     model = GPT(config.model).to(device)
     if config.mode == "ddp" and world()[1] > 1:
         ids = [device.index] if device.type == "cuda" else None
@@ -255,12 +259,14 @@ def _writers(config: DistConfig, stack: contextlib.ExitStack, resume_from: str |
     return writer, every
 
 
-def _after_update(config: DistConfig, writer: Any, every: Any) -> loop.AfterUpdate:
-    """After each update: every rank logs the loss of its own rows into ``every`` (the mistake); rank 0 puts
-    its log on disk when asked (``flush_every_step``) and reports the step (the line a kill waits for)."""
+def _after_update(config: DistConfig, writer: Any, every: Any, own_losses: dict) -> loop.AfterUpdate:
+    """After each update: every rank notes the loss of its own rows in ``own_losses`` and logs it into
+    ``every`` (the mistake); rank 0 puts its log on disk when asked (``flush_every_step``) and reports the
+    step (the line a kill waits for)."""
     rank = world()[0]
 
     def after_update(step: int, own: loop.StepStats) -> None:
+        own_losses[str(step)] = own.loss
         if every is not None:
             every.add_scalar("train/loss", own.loss, step)
         if writer is not None and config.flush_every_step:
@@ -292,6 +298,7 @@ def train_distributed(config: DistConfig) -> dict[str, Any]:
     def own_rows(index: int) -> tuple[torch.Tensor, ...]:
         return shard_rows(global_batch(index), rank, world_size)
 
+    own_losses: dict[str, float] = {}
     with contextlib.ExitStack() as stack:
         writer, every = _writers(config, stack, resume_from)
         result = loop.train(
@@ -299,8 +306,8 @@ def train_distributed(config: DistConfig) -> dict[str, Any]:
             loss_fn=loss_through(forward), writer=writer, resume_from=resume_from,
             extra_state={"distributed": asdict(config)},
             after_backward=average_gradients if config.mode == "by-hand" else None,
-            after_update=_after_update(config, writer, every), ranks=group_ranks())
-    return _summary(config, model, optimizer, result)
+            after_update=_after_update(config, writer, every, own_losses), ranks=group_ranks())
+    return _summary(config, model, optimizer, result, own_losses)
 
 
 def _local_count(tensors) -> int:
@@ -309,10 +316,10 @@ def _local_count(tensors) -> int:
 
 
 def _summary(config: DistConfig, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-             result: loop.TrainResult) -> dict[str, Any]:
+             result: loop.TrainResult, own_losses: dict[str, float]) -> dict[str, Any]:
     rank, world_size = world()
     states = [v for s in optimizer.state.values() for v in s.values() if torch.is_tensor(v) and v.ndim > 0]
-    held = [(_local_count(model.parameters()), _local_count(states), os.getpid())]
+    held = [(_local_count(model.parameters()), _local_count(states), os.getpid(), own_losses)]
     if world_size > 1:
         gathered: list[Any] = [None] * world_size
         dist.all_gather_object(gathered, held[0])
@@ -328,8 +335,9 @@ def _summary(config: DistConfig, model: torch.nn.Module, optimizer: torch.optim.
             "losses": {str(step): loss for step, loss in losses},
             "tokens_per_s": float(torch.tensor(rates).median()) if rates else 0.0,
             "parameters": sum(t.numel() for t in full.values() if t is not full["lm_head.weight"]),
-            "parameters_per_rank": [p for p, _, _ in held], "optimizer_values_per_rank": [o for _, o, _ in held],
-            "pid_per_rank": [pid for _, _, pid in held]}  # which process wrote which event file
+            "parameters_per_rank": [h[0] for h in held], "optimizer_values_per_rank": [h[1] for h in held],
+            "pid_per_rank": [h[2] for h in held],  # which process wrote which event file
+            "own_losses_per_rank": [h[3] for h in held]}  # each rank's loss of its own rows
 
 
 # --------------------------------------------------------------------------------------------- the script

@@ -440,17 +440,19 @@ def _progress(config: TrainConfig, start: int):
     return tqdm(steps, initial=start, total=config.max_steps, desc=config.desc, mininterval=1.0)
 
 
-def open_segment(chapter: str, run: str, *, resume_from: str | Path | None = None, **kwargs: Any):
+def open_segment(
+    chapter: str, run: str, *, resume_from: str | Path | None = None, **kwargs: Any
+):
     """``tb.open_run`` for a training run that may be resumed: a fresh run replaces the
     directory and starts with ``purge_step=0`` (TensorBoard's Python loaders treat the
     first start marker of a run as its start, so the first segment must write one); a
-    resumed one appends with ``purge_step`` = the checkpoint's step, so every reader
-    shows each step once. Pass the same ``resume_from`` to ``train``."""
+    resumed one appends with ``purge_step`` = the checkpoint's step, so that every
+    loader shows each step once (the Rust loader drops the steps >= s when step s
+    comes again). Pass the same ``resume_from`` to ``train``."""
     from utils import tb
 
     if resume_from is None:
         return tb.open_run(chapter, run, on_exists="replace", purge_step=0, **kwargs)
     step = int(ckpt.read_checkpoint(resume_from)["step"])
     kwargs.pop("hparams", None)  # recorded by the first segment
-    kwargs.pop("hparam_metrics", None)
     return tb.open_run(chapter, run, on_exists="append", purge_step=step, **kwargs)

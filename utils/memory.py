@@ -3,13 +3,22 @@ as functions of the model size, sequence length and batch; what bf16, activation
 sharding and tensor parallelism each remove; and two measurements to check the formulas against.
 
 Shapes as in ``utils.gpt``: B batch, T sequence length, C = n_embd, H = n_head, L = n_layer, V = vocab_size,
-P = parameters. Activations are the tensors autograd saves for the backward pass. Counted for the book's GPT
-(fp32, dropout 0, ``F.scaled_dot_product_attention``, whose CPU and GPU kernels keep no T x T matrix), per
+P = parameters. Activations are the tensors autograd saves for the backward pass, counted per layer as
+Korthikanti et al. (2022, "Reducing Activation Recomputation in Large Transformer Models", section 4.1) count
+them; their 34·sbh + 5·as²b bytes per layer become, for the book's GPT (dropout 0: no masks;
+``F.scaled_dot_product_attention``, whose CPU and GPU kernels keep no T x T matrix but a log-sum-exp), per
 token and per block: the inputs of ln_1, c_attn, ln_2 and c_fc (4C), q, k, v (3C), the attention output
 that c_proj reads (C), the GELU's input and output (8C), plus each LayerNorm's mean and 1/std (4) and the
 attention's log-sum-exp (H): **16C + H + 4 values**. After the blocks: ln_f's input and output (2C), its
 mean and 1/std (2), and the log-softmax of the logits (V); the token ids and targets (2 int64 per token);
-the position ids (T int64); the cross-entropy's total weight (one fp32 number). ``tests/test_memory.py`` checks this against what autograd saves, to the byte.
+the position ids (T int64); the cross-entropy's total weight (one fp32 number).
+
+In fp32 every value takes 4 bytes. Under ``torch.autocast(dtype=torch.bfloat16)`` not half of them: the
+matmuls save bf16 copies of their inputs, but autocast runs ``layer_norm``, ``log_softmax`` and the loss in
+fp32, so the LayerNorms' inputs (the fp32 residual stream) and statistics, the attention's log-sum-exp and
+the log-softmax of the logits stay fp32 (``fp32_values_per_token``); and each matmul saves the bf16 copy of
+its weight autocast made (2 bytes per weight-matrix value, once per forward pass, whatever the batch).
+``tests/test_memory.py`` checks both against what autograd saves, to the byte.
 
 Measured here: ``saved_activation_bytes`` (autograd's saved-tensor hooks: exactly the storages kept for the
 backward pass), ``measure_training_memory`` (the same four parts as ``estimate``, read from the tensors of a
@@ -37,9 +46,12 @@ from utils.gpt import GPTConfig, parameter_count_formula
 #: "fp32": weights, gradients, and AdamW's two moments in fp32 (the book's runs).
 #: "bf16-mixed": bf16 weights and gradients for the arithmetic, plus an fp32 master copy and fp32 moments
 #: (Megatron/DeepSpeed's mixed precision): 2 + 2 + 4 + 8 = 16 bytes, as many as fp32's 4 + 4 + 8.
+#: "bf16-autocast": what ``torch.autocast`` over an fp32 model does: fp32 weights, gradients and moments,
+#: and bf16 copies of the weight matrices that the forward pass saves (counted with the activations).
 PRECISIONS = {
-    "fp32": {"weights": 4, "gradients": 4, "master": 0, "optimizer": 8, "activations": 4},
-    "bf16-mixed": {"weights": 2, "gradients": 2, "master": 4, "optimizer": 8, "activations": 2},
+    "fp32": {"weights": 4, "gradients": 4, "master": 0, "optimizer": 8},
+    "bf16-mixed": {"weights": 2, "gradients": 2, "master": 4, "optimizer": 8},
+    "bf16-autocast": {"weights": 4, "gradients": 4, "master": 0, "optimizer": 8},
 }
 INT64 = 8
 LOSS_WEIGHT = 4  # the cross-entropy saves its total weight, one fp32 number
@@ -87,20 +99,49 @@ def activation_values_per_token(config: GPTConfig, checkpointing: bool = False,
     return L * block + head
 
 
+def fp32_values_per_token(config: GPTConfig, checkpointing: bool = False, tensor_parallel: int = 1) -> float:
+    """Of ``activation_values_per_token``, those that bf16 autocast keeps in fp32: per block the inputs of
+    ln_1 and ln_2 (the residual stream, 2C), their statistics (4) and the log-sum-exp (H / t); after the
+    blocks ln_f's input and statistics (C + 2) and the log-softmax (V). With checkpointing each block's
+    saved input is the fp32 residual stream (C per block)."""
+    C, H, L, t = config.n_embd, config.n_head, config.n_layer, tensor_parallel
+    block = 2 * C + 4 + H / t
+    head = C + 2 + config.vocab_size
+    return (L * C + block + head) if checkpointing else L * block + head
+
+
+def weight_copy_values(config: GPTConfig, checkpointing: bool = False, tensor_parallel: int = 1) -> float:
+    """Values of the bf16 weight copies that autocast's matmuls save: 12C^2 per block (c_attn 3C^2, c_proj
+    C^2, the MLP 8C^2; biases are not saved) and the output layer's V x C; with checkpointing, those of the
+    one block being recomputed. Split over t ranks by tensor parallelism."""
+    C, L = config.n_embd, config.n_layer
+    blocks = 1 if checkpointing else L
+    return (blocks * 12 * C * C + config.vocab_size * C) / tensor_parallel
+
+
 def activation_bytes(config: GPTConfig, batch_size: int, seq_len: int | None = None, *,
-                     bytes_per_value: int = 4, checkpointing: bool = False, tensor_parallel: int = 1) -> int:
+                     precision: str = "fp32", checkpointing: bool = False, tensor_parallel: int = 1) -> int:
     """Bytes of the activations one forward pass keeps for the backward pass: B x T tokens x
-    ``activation_values_per_token`` x ``bytes_per_value``, plus the int64 ids, targets and positions."""
+    ``activation_values_per_token``, 4 bytes each in fp32; under bf16 (``"bf16-mixed"``,
+    ``"bf16-autocast"``) 4 bytes for ``fp32_values_per_token`` and 2 for the rest, and under
+    ``"bf16-autocast"`` the bf16 weight copies (``weight_copy_values``, 2 bytes each); plus the int64 ids,
+    targets and positions."""
     T = seq_len if seq_len is not None else config.block_size
     tokens = batch_size * T
     values = activation_values_per_token(config, checkpointing, tensor_parallel)
-    return round(tokens * values * bytes_per_value) + 2 * INT64 * tokens + INT64 * T + LOSS_WEIGHT
+    kept = values if precision == "fp32" else fp32_values_per_token(config, checkpointing, tensor_parallel)
+    copies = weight_copy_values(config, checkpointing, tensor_parallel) if precision == "bf16-autocast" else 0
+    floats = tokens * (4 * kept + 2 * (values - kept)) + 2 * copies
+    return round(floats) + 2 * INT64 * tokens + INT64 * T + LOSS_WEIGHT
 
 
 def training_memory(config: GPTConfig, batch_size: int, seq_len: int | None = None, *,
                     precision: str = "fp32", checkpointing: bool = False, zero_stage: int = 0,
                     data_parallel: int = 1, tensor_parallel: int = 1) -> MemoryEstimate:
     """Bytes per rank of training ``GPT(config)`` with AdamW on ``batch_size`` sequences of ``seq_len``.
+
+    precision: a recipe of ``PRECISIONS``; its activations as ``activation_bytes`` counts them (under
+    ``"bf16-autocast"`` with the bf16 weight copies, which live only while the graph does).
 
     zero_stage with ``data_parallel`` N ranks: 1 shards the optimizer states over the N ranks (AdamW's moments
     and, under mixed precision, the fp32 master copy of the weights, as ZeRO counts them), 2 also the
@@ -116,8 +157,8 @@ def training_memory(config: GPTConfig, batch_size: int, seq_len: int | None = No
     P = parameter_count_formula(config) / tensor_parallel
     shard = {kind: data_parallel if zero_stage >= stage else 1
              for kind, stage in (("optimizer", 1), ("gradients", 2), ("weights", 3))}
-    acts = activation_bytes(config, batch_size, seq_len, bytes_per_value=sizes["activations"],
-                            checkpointing=checkpointing, tensor_parallel=tensor_parallel)
+    acts = activation_bytes(config, batch_size, seq_len, precision=precision, checkpointing=checkpointing,
+                            tensor_parallel=tensor_parallel)
     # ZeRO's optimizer states (K = 12 bytes per parameter under mixed precision, Rajbhandari et al., 2020)
     # are AdamW's two moments and the fp32 master copy: stage 1 shards all three
     return MemoryEstimate(

@@ -266,7 +266,7 @@ def _run(out: Path, setup: PretrainSetup, data: tuple, resume_from: Path | None)
     start = time.perf_counter()
     print(f"pretraining -> {out}" + (f" (resuming from {resume_from})" if resume_from else ""), flush=True)
     with open_segment(f"{out.stem}_run", "pretrain", resume_from=resume_from, root=out.parent,
-                      hparams=_flat(setup.to_dict()), hparam_metrics=["hparam/val_loss"]) as writer:
+                      hparams=_flat(setup.to_dict())) as writer:
         model, tokenizer, result = pretrain(setup, writer=writer, resume_from=resume_from, data=data)
         val_loss = result.eval_metrics[-1]["loss"]
         writer.add_scalar("hparam/val_loss", val_loss, result.steps_done - 1)

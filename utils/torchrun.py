@@ -28,7 +28,8 @@ FLAGS = {"steps": ("training", "max_steps"), "global_batch": ("", "global_batch"
          "block_size": ("model", "block_size"), "n_layer": ("model", "n_layer"),
          "n_head": ("model", "n_head"), "n_embd": ("model", "n_embd"), "lr": ("training", "lr"),
          "min_lr": ("training", "min_lr"), "warmup_steps": ("training", "warmup_steps"),
-         "grad_clip": ("training", "grad_clip"), "seed": ("", "seed"), "mode": ("", "mode"),
+         "grad_clip": ("training", "grad_clip"), "seed": ("", "seed"), "rank_seeds": ("", "rank_seeds"),
+         "mode": ("", "mode"),
          "device": ("training", "device"), "log_run": ("", "log_run"), "every_rank_run": ("", "every_rank_run"),
          "checkpoint_every": ("training", "checkpoint_every"),
          "checkpoint_dir": ("training", "checkpoint_dir"), "resume": ("", "resume"),
@@ -131,18 +132,47 @@ def _check_surroundings(parser: argparse.ArgumentParser, config: DistConfig) -> 
 # --------------------------------------------------------------------------------------------- launching
 
 
-def launch_command(nproc: int, config: DistConfig) -> list[str]:
-    """torchrun's command line for ``nproc`` ranks of ``utils.distributed`` on this machine: the rendezvous
-    on 127.0.0.1, at a port torchrun's agent opens itself (port 0: the system picks a free one as it binds)
-    and hands to the ranks."""
-    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(nproc),
-            "--rdzv-backend", "c10d", "--rdzv-endpoint", "127.0.0.1:0", "--local-addr", "127.0.0.1",
+LOCAL_ENDPOINT = "127.0.0.1:0"  # this machine alone; port 0: torchrun's agent picks a free one as it binds
+
+
+def launch_command(nproc: int, config: DistConfig, *, nnodes: int = 1,
+                   rdzv_endpoint: str = LOCAL_ENDPOINT) -> list[str]:
+    """torchrun's command line for ``nproc`` ranks per machine of ``utils.distributed`` on ``nnodes``
+    machines that meet at ``rdzv_endpoint`` (``HOST:PORT`` of one of them, the same command on each). By
+    default this machine alone, on 127.0.0.1 (the agent's address too, ``--local-addr``), at a port torchrun's
+    agent opens itself and hands to the ranks."""
+    local = ["--local-addr", "127.0.0.1"] if rdzv_endpoint == LOCAL_ENDPOINT else []
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nnodes), "--nproc_per_node",
+            str(nproc), "--rdzv-backend", "c10d", "--rdzv-endpoint", rdzv_endpoint, *local,
             "-m", "utils.distributed", *config_arguments(config)]
+
+
+#: What a run on several machines needs from its environment, and what each setting does.
+CLUSTER_ENVIRONMENT = {
+    "MASTER_ADDR, MASTER_PORT": "where the ranks meet; torchrun sets both for its ranks from the "
+    "rendezvous. Set them yourself only when starting ranks without torchrun (init_method='env://')",
+    "RANK, WORLD_SIZE, LOCAL_RANK": "set by torchrun for each rank; guard the writer and the checkpoint "
+    "with the global RANK: every machine has a LOCAL_RANK 0",
+    "NCCL_SOCKET_IFNAME": "the network interface NCCL uses between machines (eth0, ib0...): set it when a "
+    "machine has several and NCCL picks one the others cannot reach (a hang at the first collective)",
+    "GLOO_SOCKET_IFNAME": "the same for gloo; launch_env sets it to lo, the loopback interface, for this "
+    "book's runs on one machine",
+    "NCCL_DEBUG": "INFO prints NCCL's set-up (the interfaces and the rings or trees it chose), WARN its "
+    "errors: the first setting to try when a multi-machine job hangs",
+    "TORCH_NCCL_ASYNC_ERROR_HANDLING": "what a failed or timed-out NCCL collective does: 3, the default, "
+    "tears the process down (torchrun can then restart the job from its last checkpoint); 0 leaves it "
+    "hanging",
+    "TORCH_DISTRIBUTED_DEBUG": "DETAIL checks that every rank calls the same collectives with the same "
+    "shapes and names the parameters DDP found unused; slow, for debugging",
+    "init_process_group(timeout=...)": "how long a collective waits for the slowest rank before it fails; "
+    "raise it when rank 0 alone does something long (a checkpoint save) while the others wait",
+}
 
 
 def launch_env() -> dict[str, str]:
     """The environment of the launched ranks: one torch thread each (torchrun's default, said explicitly so
-    that it does not print a banner), gloo on the loopback interface, this repository importable."""
+    that it does not print a banner), gloo on the loopback interface (``GLOO_SOCKET_IFNAME=lo`` on Linux,
+    where the machine's other interfaces may not route back to it), this repository importable."""
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}

@@ -97,15 +97,7 @@ def crashes_on_empty_input(writer, losses):
 
 
 def smooth_reference(values, weight):
-    smoothed, average, count = [], 0.0, 0
-    for value in values:
-        if not math.isfinite(value):
-            smoothed.append(value)
-            continue
-        average = weight * average + (1 - weight) * value
-        count += 1
-        smoothed.append(average / (1 - weight**count))
-    return smoothed
+    return _ema(values, weight)  # bias-corrected, non-finite values passed through
 
 
 def smooth_numpy_float32(values, weight):
@@ -286,3 +278,72 @@ CASES = {
         ],
     ),
 }
+
+
+# ------------------------------------------------- wrong answers named from the symptom (issue 19)
+
+
+def logs_reversed(writer, losses):
+    for step, loss in enumerate(reversed(losses)):
+        writer.add_scalar("train/loss", loss, step)
+
+
+def logs_the_first_loss_every_step(writer, losses):
+    for step in range(len(losses)):
+        writer.add_scalar("train/loss", losses[0], step)
+
+
+def logs_percent(writer, losses):
+    """Multiplies each loss by 100."""
+    for step, loss in enumerate(losses):
+        writer.add_scalar("train/loss", 100 * loss, step)
+
+
+def logs_shuffled(writer, losses):
+    """Swaps the first two losses."""
+    order = [losses[1], losses[0], *losses[2:]] if len(losses) > 1 else list(losses)
+    for step, loss in enumerate(order):
+        writer.add_scalar("train/loss", loss, step)
+
+
+def _ema(values, weight, *, power_shift=0):
+    out, average, count = [], 0.0, 0
+    for value in values:
+        if not math.isfinite(value):
+            out.append(value)
+            continue
+        average = weight * average + (1 - weight) * value
+        count += 1
+        out.append(average / (1 - weight ** (count + power_shift)))
+    return out
+
+
+def smooth_exponent_off_by_two(values, weight):
+    return _ema(values, weight, power_shift=2)
+
+
+def smooth_weight_squared(values, weight):
+    return _ema(values, weight**2)
+
+
+def smooth_fixed_weight(values, weight):
+    """A hard-coded weight of 0.5."""
+    return _ema(values, 0.5)
+
+
+def smooth_returns_input(values, weight):
+    return list(values)
+
+
+CASES["lab00.log_losses"].wrong.extend([
+    Wrong(logs_reversed, "in order"),  # the fault logs_sorted has: LOSSES fall, so sorted is reversed
+    Wrong(logs_the_first_loss_every_step, "every point has the value 2.3026"),
+    Wrong(logs_percent, "each logged value is 100 times"),
+    Wrong(logs_shuffled, "the right losses at the wrong steps"),
+])
+CASES["lab00.smooth"].wrong.extend([
+    Wrong(smooth_exponent_off_by_two, "the first smoothed value is"),
+    Wrong(smooth_weight_squared, "smoothing with weight 0.36 for 0.6"),
+    Wrong(smooth_fixed_weight, "smoothing with weight 0.5 for 0.6"),
+    Wrong(smooth_returns_input, "nothing was smoothed"),
+])

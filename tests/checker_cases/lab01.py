@@ -344,7 +344,7 @@ CASES = {
             Wrong(ScalerFitReturnsNothing, "return self"),
             Wrong(ScalerSharedStatistics, "shared between instances"),
             Wrong(ScalerFitsOnce, "did not replace the statistics"),
-            Wrong(ScalerMedian, "differs from (x_test - mean_train) / std_train"),
+            Wrong(ScalerMedian, "must have mean 0 in every feature"),  # named from the symptom (issue 19)
         ],
     ),
     "lab01.windows": Cases(
@@ -366,3 +366,83 @@ CASES = {
         ],
     ),
 }
+
+
+# ------------------------------------------------- wrong answers named from the symptom (issue 19)
+
+
+class ScalerDividesByVariance(ScalerReference):
+    def transform(self, x):
+        return (np.asarray(x, dtype=np.float64) - self.mean_) / self.std_**2
+
+
+class ScalerMinMax:
+    """Min-max scaling to [0, 1] (float32): a different transformation."""
+
+    def fit(self, x):
+        self.low_ = x.min(axis=0).astype(np.float32)
+        span = x.max(axis=0) - x.min(axis=0)
+        self.span_ = np.where(span > 0, span, 1.0).astype(np.float32)
+        return self
+
+    def transform(self, x):
+        return (np.asarray(x, dtype=np.float32) - self.low_) / self.span_
+
+
+class ScalerFirstRowsMean(ScalerReference):
+    """The mean of the first 10 rows only."""
+
+    def fit(self, x):
+        super().fit(x)
+        self.mean_ = np.asarray(x, dtype=np.float64)[:10].mean(axis=0)
+        return self
+
+
+class ScalerHalvedStd(ScalerReference):
+    """Divides by twice the standard deviation (a hard-coded factor)."""
+
+    def transform(self, x):
+        return super().transform(x) / 2
+
+
+CASES["lab01.scaler"].wrong.extend([
+    Wrong(ScalerDividesByVariance, "must have standard deviation 1"),
+    Wrong(ScalerMinMax, "must have mean 0 in every feature"),
+    Wrong(ScalerFirstRowsMean, "must have mean 0 in every feature"),
+    Wrong(ScalerHalvedStd, "must have standard deviation 1"),
+])
+
+
+class WindowsLenIsN(WindowsReference):
+    def __len__(self):
+        return len(self.ids)
+
+
+class WindowsStrideBlock(WindowsReference):
+    """Window i read from i * block_size: chunk indexing with the overlapping length."""
+
+    def __getitem__(self, i):
+        return super().__getitem__(i * self.block_size)
+
+
+class WindowsReversedInput(WindowsReference):
+    def __getitem__(self, i):
+        x, y = super().__getitem__(i)
+        return x.flip(0), y
+
+
+class WindowsTargetThreeAhead(WindowsReference):
+    """The target read three tokens ahead (a hard-coded offset); the last windows clamp to the end."""
+
+    def __getitem__(self, i):
+        x, _ = super().__getitem__(i)
+        start = min(i + 3, len(self.ids) - self.block_size)
+        return x, self.ids[start:start + self.block_size]
+
+
+CASES["lab01.windows"].wrong.extend([
+    Wrong(WindowsLenIsN, "the number of ids"),
+    Wrong(WindowsStrideBlock, "window i must start at ids[i]"),
+    Wrong(WindowsReversedInput, "in reverse order"),
+    Wrong(WindowsTargetThreeAhead, "shifted by exactly one token"),
+])

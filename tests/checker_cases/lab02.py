@@ -276,3 +276,44 @@ CASES = {
         ],
     ),
 }
+
+
+# ------------------------------------------------- wrong answers named from the symptom (issue 19)
+
+
+def attention_scaled_by_sqrt_twice_head(attn, x):
+    """Divides by sqrt(2 Q): a scale no listed mistake has."""
+    return _attention(attn, x, divisor=lambda C, H: math.sqrt(2 * C // H))
+
+
+def attention_weights_squared(attn, x):
+    """Squares the softmax weights and renormalises: sharper than softmax."""
+    B, T, C = x.shape
+    H = attn.n_head
+    q, k, v = (_heads(t, B, T, H) for t in attn.c_attn(x).split(C, dim=2))
+    scores = (q @ k.transpose(-2, -1) / math.sqrt(C // H)).masked_fill(~mask_tril(T), float("-inf"))
+    weights = torch.softmax(scores, dim=-1) ** 2
+    y = (weights / weights.sum(dim=-1, keepdim=True)) @ v
+    return attn.c_proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+def attention_keys_as_values(attn, x):
+    """Weights the keys instead of the values (q, k, k)."""
+    B, T, C = x.shape
+    H = attn.n_head
+    q, k, _ = (_heads(t, B, T, H) for t in attn.c_attn(x).split(C, dim=2))
+    scores = (q @ k.transpose(-2, -1) / math.sqrt(C // H)).masked_fill(~mask_tril(T), float("-inf"))
+    y = (torch.softmax(scores, dim=-1) @ k).transpose(1, 2).reshape(B, T, C)
+    return attn.c_proj(y)
+
+
+def attention_projected_twice(attn, x):
+    return attn.c_proj(attention_reference(attn, x))
+
+
+CASES["lab02.attention"].wrong.extend([
+    Wrong(attention_scaled_by_sqrt_twice_head, "The weights over the earlier positions are wrong"),
+    Wrong(attention_weights_squared, "The weights over the earlier positions are wrong"),
+    Wrong(attention_keys_as_values, "position 0 is wrong"),
+    Wrong(attention_projected_twice, "position 0 is wrong"),
+])

@@ -309,3 +309,99 @@ CASES = {
         ],
     ),
 }
+
+
+# ------------------------------------------------- wrong answers named from the symptom (issue 19)
+# None of these reproduces a listed mistake exactly: the checker names the fault from what the answer shows.
+
+
+def log_softmax_shift_only(logits):
+    """Subtracts the max but never the log-sum-exp: rows not normalised."""
+    return logits - logits.max(axis=-1, keepdims=True)
+
+
+def log_softmax_sum_without_log(logits):
+    """Subtracts sum(exp) instead of its log."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.exp(shifted).sum(axis=-1, keepdims=True)
+
+
+def log_softmax_plus_one(logits):
+    """A constant added after the fact: positive log-probabilities."""
+    return log_softmax_reference(logits) + 1.0
+
+
+def log_softmax_of_doubled_logits(logits):
+    """Normalised, but of 2z: not a shift of the logits."""
+    return log_softmax_reference(2.0 * logits)
+
+
+def log_softmax_classes_reversed(logits):
+    """Normalised rows in the wrong order (float32)."""
+    return log_softmax_reference(logits).astype(np.float32)[:, ::-1]
+
+
+def ce_of_probabilities(logits, targets):
+    """-p(target) averaged: the log left out; negative."""
+    p = np.exp(log_softmax_reference(logits))
+    return float(-p[np.arange(len(targets)), targets].mean())
+
+
+def ce_doubled(logits, targets):
+    return 2.0 * ce_reference(logits, targets)
+
+
+def ce_divided_by_n_squared(logits, targets):
+    """Divided by N twice (np.mean of a sum over N)."""
+    return ce_reference(logits, targets) / len(targets)
+
+
+def ce_log_of_logits(logits, targets):
+    """The log of the target's logit: NaN where the logit is negative."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(-np.log(logits[np.arange(len(targets)), targets]).mean())
+
+
+def grad_half_one_hot(logits, targets):
+    """Subtracts 0.5 instead of 1 at the target: rows do not sum to 0."""
+    n, k = logits.shape
+    return (np.exp(log_softmax_reference(logits)) - 0.5 * np.eye(k)[targets]) / n
+
+
+def grad_softmax_over_batch(logits, targets):
+    """The softmax runs down the columns (axis 0)."""
+    n, k = logits.shape
+    z = logits - logits.max(axis=0, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=0, keepdims=True)
+    return (p - np.eye(k)[targets]) / n
+
+
+def grad_of_log_softmax(logits, targets):
+    """Uses log-probabilities where the probabilities belong."""
+    n, k = logits.shape
+    return (log_softmax_reference(logits) - np.eye(k)[targets]) / n
+
+
+def grad_doubled(logits, targets):
+    return 2.0 * grad_reference(logits, targets)
+
+
+CASES["lab03.log_softmax"].wrong.extend([
+    Wrong(log_softmax_shift_only, "exp() of each row must sum to 1"),
+    Wrong(log_softmax_sum_without_log, "exp() of each row must sum to 1"),
+    Wrong(log_softmax_plus_one, "a log-probability is <= 0"),
+    Wrong(log_softmax_of_doubled_logits, "not the row's logits minus one constant"),
+    Wrong(log_softmax_classes_reversed, "not the row's logits minus one constant"),
+])
+CASES["lab03.cross_entropy"].wrong.extend([
+    Wrong(ce_of_probabilities, "a negative loss"),
+    Wrong(ce_doubled, "2 times the expected value"),
+    Wrong(ce_divided_by_n_squared, "is 1/4 of the expected value"),
+    Wrong(ce_log_of_logits, "a logit is not a probability"),
+])
+CASES["lab03.gradient"].wrong.extend([
+    Wrong(grad_half_one_hot, "each must sum to 0"),
+    Wrong(grad_softmax_over_batch, "each must sum to 0"),
+    Wrong(grad_of_log_softmax, "each must sum to 0"),
+    Wrong(grad_doubled, "your gradient is 2 times"),
+])

@@ -328,7 +328,85 @@ CASES = {
             Wrong(stop_returns_best, "the index of the best evaluation"),
             Wrong(stop_never_is_minus_one, "not -1"),
             Wrong(stop_sorts_in_place, "changed the list of losses"),
-            Wrong(stop_min_of_earlier_with_nan, "stop_index([1.0, 0.9, nan, 0.8, 0.85, 0.9], patience=2)"),
+            # named from the symptom since issue 19: it stops at a new best, 0.8
+            Wrong(stop_min_of_earlier_with_nan, "stops too early (stop_index([1.0, 0.9, nan, 0.8, 0.85, 0.9], "
+                  "patience=2)"),
         ],
     ),
 }
+
+
+# ------------------------------------------------- wrong answers named from the symptom (issue 19)
+
+
+def val_first_batch_twice(model, batches):
+    """Evaluates the first batch a second time (a copy-paste slip)."""
+    return val_reference(model, [*batches, batches[0]])
+
+
+def val_perplexity(model, batches):
+    return math.exp(val_reference(model, batches))
+
+
+def val_halved(model, batches):
+    """Divides by 2 * count (a hard-coded factor)."""
+    return val_reference(model, batches) / 2
+
+
+def val_mean_log_probability(model, batches):
+    """The mean log-probability of the targets: the cross-entropy without its minus sign."""
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for x, y in batches:
+            log_p = torch.log_softmax(model(x), dim=-1)
+            total += log_p[torch.arange(len(y)), y].sum().item()
+            count += len(x)
+    model.train()
+    return total / count
+
+
+def stop_one_early(val_losses, patience):
+    """Stops when the count reaches patience - 1."""
+    best, bad = math.inf, 0
+    for index, value in enumerate(val_losses):
+        if value < best:
+            best, bad = value, 0
+        else:
+            bad += 1
+            if bad >= patience - 1:
+                return index
+    return None
+
+
+def stop_never(val_losses, patience):
+    return None
+
+
+def stop_at_first_bad(val_losses, patience):
+    """Ignores patience: stops at the first evaluation without improvement."""
+    best = math.inf
+    for index, value in enumerate(val_losses):
+        if not value < best:
+            return index
+        best = value
+    return None
+
+
+def stop_always_after_patience(val_losses, patience):
+    """A hard-coded rule: stop `patience` evaluations in, whatever the losses."""
+    return patience if len(val_losses) > patience else None
+
+
+CASES["lab04.validation_loss"].wrong.extend([
+    Wrong(val_first_batch_twice, "run it once on every batch"),
+    Wrong(val_perplexity, "the perplexity"),
+    Wrong(val_halved, "1/2 of the expected value"),
+    Wrong(val_mean_log_probability, "never negative"),
+])
+CASES["lab04.stop_index"].wrong.extend([
+    Wrong(stop_one_early, "one evaluation early"),
+    Wrong(stop_never, "never stopped a run that should stop"),
+    Wrong(stop_at_first_bad, "stops too early"),
+    Wrong(stop_always_after_patience, "stops too early"),
+])

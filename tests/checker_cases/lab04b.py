@@ -173,3 +173,28 @@ CASES = {
         ],
     ),
 }
+
+
+# ------------------------------------------------- wrong answers named from the symptom (issue 19)
+
+
+def mean_activation(activations):
+    """The mean activation: not a count of units at all."""
+    return activations.detach().mean().item()
+
+
+def rounded_to_one_decimal(activations):
+    """The right fraction, rounded for display: 0.375 becomes 0.4."""
+    return round(all_zero_columns(activations.detach()), 1)
+
+
+def alive_count(activations):
+    """The number of living units (not a fraction, and the wrong ones)."""
+    return float((activations.detach() != 0).any(dim=0).sum())
+
+
+CASES["lab04b.dead_fraction"].wrong.extend([
+    Wrong(mean_activation, "is not a whole number of units"),
+    Wrong(rounded_to_one_decimal, "is not a whole number of units"),
+    Wrong(alive_count, "is not a fraction"),
+])

@@ -274,3 +274,73 @@ CASES = {
         ],
     ),
 }
+
+
+# ------------------------------------------------- wrong answers named from the symptom (issue 19)
+
+
+def exp_not_normalised(logits, temperature, top_k):
+    """exp(z / T) without the division by its sum."""
+    if temperature == 0:
+        return like_generate(logits, temperature, top_k)
+    return torch.exp(logits / temperature - (logits / temperature).max(-1, keepdim=True).values)
+
+
+def returns_scaled_logits(logits, temperature, top_k):
+    """The logits divided by T, never turned into probabilities."""
+    return logits / (temperature or 1.0)
+
+
+def softmax_of_negated_logits(logits, temperature, top_k):
+    """A sign slip: the least likely token becomes the most likely."""
+    if temperature == 0:
+        return like_generate(logits, temperature, top_k)
+    return torch.softmax(-logits / temperature, dim=-1)
+
+
+def uniform_distribution(logits, temperature, top_k):
+    return torch.full_like(logits, 1.0 / logits.shape[-1])
+
+
+def top_k_masks_with_zero(logits, temperature, top_k):
+    """Masks the logits outside the top k with 0 instead of -inf (float64)."""
+    if temperature == 0 or top_k is None:
+        return like_generate(logits.double(), temperature, top_k)
+    z = logits.double() / temperature
+    kth = torch.topk(z, min(top_k, z.shape[-1])).values[:, -1:]
+    return torch.softmax(z.masked_fill(z < kth, 0.0), dim=-1)
+
+
+CASES["lab05.next_token_probs"].wrong.extend([
+    Wrong(exp_not_normalised, "not normalised"),
+    Wrong(returns_scaled_logits, "negative probabilities"),
+    Wrong(softmax_of_negated_logits, "not the one with the largest logit"),
+    Wrong(uniform_distribution, "every token gets the same probability"),
+    Wrong(top_k_masks_with_zero, "tokens outside the top k keep some probability"),
+])
+
+
+def redone_descending(max_steps, checkpoint_every, steps_done):
+    return by_due(max_steps, checkpoint_every, steps_done)[::-1]
+
+
+def redone_every_other(max_steps, checkpoint_every, steps_done):
+    return by_due(max_steps, checkpoint_every, steps_done)[::2]
+
+
+def redone_one_short(max_steps, checkpoint_every, steps_done):
+    """Stops one before the last completed step (range(start, steps_done - 1))."""
+    return by_due(max_steps, checkpoint_every, steps_done)[:-1]
+
+
+def redone_hard_coded(max_steps, checkpoint_every, steps_done):
+    """The lab's first example, whatever the arguments."""
+    return list(range(301, 330))
+
+
+CASES["lab05.redone_steps"].wrong.extend([
+    Wrong(redone_descending, "not one consecutive run"),
+    Wrong(redone_every_other, "not one consecutive run"),
+    Wrong(redone_one_short, "the last redone step is not steps_done - 1"),
+    Wrong(redone_hard_coded, "the last redone step is not steps_done - 1"),
+])

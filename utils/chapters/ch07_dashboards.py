@@ -5,8 +5,7 @@ those dashboards back as numbers.
   ``confusion_figure`` (a matplotlib confusion matrix for ``add_figure``), ``class_scores`` (softmax scores
   for ``add_pr_curve``).
 - Reading dashboards as numbers: ``outlier_range`` (the y-range of "Ignore outliers in chart scaling"),
-  ``sampled_steps`` (the points TensorBoard keeps of a long series), ``threshold_for_precision`` (a threshold
-  read off a PR curve) and ``average_precision`` (a curve as one number), ``plot_histograms_offset`` (the Histograms
+  ``threshold_for_precision`` (a threshold read off a PR curve), ``plot_histograms_offset`` (the Histograms
   dashboard's offset mode).
 - The Projector: ``char_metadata`` (what each character is) and ``class_separation`` (how much closer
   vectors of one class are to each other than to the others).
@@ -23,7 +22,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from utils.tb.reading import accumulator, list_runs, read_histograms, read_hparams, read_scalars
+from utils.tb.reading import (
+    accumulator,
+    list_runs,
+    read_histograms,
+    read_hparams,
+    read_scalars,
+)
 
 VOWELS = set("aeiouAEIOU")
 
@@ -94,17 +99,6 @@ def outlier_range(values: Sequence[float]) -> tuple[float, float]:
     return float(np.quantile(finite, 0.05)), float(np.quantile(finite, 0.95))
 
 
-def sampled_steps(run: str | Path, tag: str, limit: int) -> list[int]:
-    """The steps of a scalar tag that TensorBoard keeps when it holds at most ``limit`` points per series
-    (its reservoir sampling; the server's default is 1,000 for scalars, ``--samples_per_plugin`` changes
-    it). The first and the newest points are always kept."""
-    from tensorboard.backend.event_processing import event_accumulator as ea
-
-    acc = ea.EventAccumulator(str(run), size_guidance={ea.SCALARS: limit})
-    acc.Reload()
-    return [event.step for event in acc.Scalars(tag)]
-
-
 def threshold_for_precision(curve: pd.Series, min_precision: float) -> dict[str, float]:
     """Read a threshold off one PR curve (a row of ``read_pr_curves``): the lowest threshold whose
     precision is at least ``min_precision`` (so the highest recall among them), with its precision,
@@ -118,18 +112,6 @@ def threshold_for_precision(curve: pd.Series, min_precision: float) -> dict[str,
     i = int(ok[0])
     return {"threshold": float(curve.thresholds[i]), "precision": float(precision[i]),
             "recall": float(recall[i]), "tp": float(curve.tp[i]), "fp": float(curve.fp[i])}
-
-
-def average_precision(curve: pd.Series) -> float:
-    """The average precision of one PR curve (a row of ``read_pr_curves``): the precision at each
-    threshold weighted by the recall it adds, ``sum_i (R_i - R_{i+1}) P_i`` with ``R`` falling to 0
-    after the highest threshold, as scikit-learn's ``average_precision_score`` on these thresholds.
-    Thresholds that call no example positive are skipped (tensorboardX records precision 0 there)."""
-    predicted = np.asarray(curve.tp) + np.asarray(curve.fp)
-    keep = predicted > 0
-    recall, precision = np.asarray(curve.recall)[keep], np.asarray(curve.precision)[keep]
-    next_recall = np.append(recall[1:], 0.0)
-    return float(((recall - next_recall) * precision).sum())
 
 
 def plot_histograms_offset(run: str | Path, tag: str, max_steps: int = 10, ax: Any = None):

@@ -8,8 +8,12 @@ original traceback stays attached). ``all_checkers()`` imports every lab module 
 
 How a checker decides (so that a diagnosis never blames a fault the answer does not have): it builds fresh
 inputs itself, keeps copies of them to notice edits made in place, runs several regimes (small and large
-magnitudes, ties, infinities), and names a specific mistake only when the answer reproduces that mistake's
-output exactly; anything else gets a neutral message that shows the input, the answer and the expected value.
+magnitudes, ties, infinities), and names a specific mistake when the answer reproduces that mistake's
+output exactly. Otherwise it names the fault from the symptom, where the answer shows one by itself, whatever
+code produced it: probabilities that are negative or do not sum to 1 (``distribution_fault``), a result off
+by one constant factor (``scale_fault``), one evaluation early, rows of a gradient that do not sum to 0.
+Only an answer with no such symptom gets a neutral message that shows the input, the answer and the
+expected value.
 ``tests/test_checkers.py`` proves this for every registered checker with the cases in ``tests/checker_cases``.
 """
 
@@ -86,6 +90,49 @@ def graph_free_number(result: Any, what: str) -> float:
     if array.size != 1:
         raise CheckFailed(f"{what} returned {array.size} numbers (shape {array.shape}); return one number")
     return float(array.reshape(-1)[0])
+
+
+def distribution_fault(probs: np.ndarray, what: str = "the rows") -> str | None:
+    """The fault a (..., K) array of probability rows shows by itself, whatever the answer computed: NaN or
+    inf, a negative entry, an entry above 1, or rows that do not sum to 1. None when it could be a
+    distribution (it may still be the wrong one)."""
+    p = np.asarray(probs, dtype=np.float64)
+    if not np.isfinite(p).all():
+        return f"{what} hold NaN or inf: a probability is a finite number between 0 and 1"
+    if p.min() < -1e-6:
+        return (f"negative probabilities ({p.min():.4g}): a probability is >= 0. exp() of anything is "
+                "positive, so the softmax never gives one: were the logits (or their log-softmax) returned?")
+    sums = p.sum(axis=-1)
+    if not np.allclose(sums, 1.0, atol=1e-4):
+        shown = np.round(np.ravel(sums)[:4], 4).tolist()
+        if p.max() > 1 + 1e-6:
+            return (f"probabilities above 1 (up to {p.max():.4g}) and {what} sum to {shown}: a distribution "
+                    "sums to 1 over the classes; did you skip the division by the sum (or the exp)?")
+        return (f"not normalised: {what} sum to {shown}, not 1. Divide by each row's sum, over the last "
+                "axis (keepdims=True), after every change to the logits")
+    return None
+
+
+def scale_fault(got: Any, expected: Any, what: str = "your answer", hint: str | None = None) -> str | None:
+    """When ``got`` is ``expected`` times one constant factor (not 1), the message naming it, with ``hint``
+    (by default: a sum for a mean, a missing or extra division). None otherwise; for a single number, only a
+    whole factor (or its inverse) counts, since any number is some multiple of another."""
+    a, b = np.asarray(got, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    if a.shape != b.shape or not np.isfinite(a).all() or not np.any(np.abs(b) > 1e-12):
+        return None
+    ratio = float(np.sum(a * b) / np.sum(b * b))
+    if abs(ratio - 1) < 1e-3 or abs(ratio) < 1e-9 or not np.allclose(a, ratio * b, rtol=1e-4, atol=1e-7):
+        return None
+    whole = max(abs(ratio), 1 / abs(ratio))
+    if a.size == 1 and abs(whole - round(whole)) > 1e-4 * whole:
+        return None  # one number is always some multiple of another: only a whole factor says something
+    if ratio < 0:
+        return f"wrong sign: {what} is {ratio:.4g} times the expected value (a negative factor)"
+    if ratio > 1:
+        return (f"{what} is {ratio:.4g} times the expected value: " + (hint or "a factor like this is a "
+                "reduction: a sum where a mean belongs, or a division left out"))
+    return (f"{what} is 1/{1 / ratio:.4g} of the expected value: " + (hint or "divided once too often (by the "
+            "number of classes as well as examples?), or a mean where a sum belongs"))
 
 
 def normalised(text: Any) -> str:

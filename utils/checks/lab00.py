@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from utils import tb
-from utils.checks import CheckFailed, call, checker, passed, unchanged
+from utils.checks import CheckFailed, call, checker, passed, scale_fault, unchanged
 
 #: Losses the check logs: not representable exactly in float32 (TensorBoard stores float32), all different.
 LOSSES = [2.3026, 1.9173, 1.6402, 1.4837, 1.3915, 1.3361]
@@ -57,8 +57,23 @@ def _diagnose_points(steps: list[int], values: list[float], losses: list[float])
     if steps != list(range(n)):
         return f"logged steps {steps}, expected {list(range(n))}: loss i belongs to step i"
     if not np.allclose(values, losses, rtol=FLOAT32_RTOL):
-        return f"logged values {[round(v, 4) for v in values]}, expected {losses}: loss i at step i, in order"
+        return _values_symptom(values, losses) or (f"logged values {[round(v, 4) for v in values]}, expected "
+                                                   f"{losses}: loss i at step i, in order")
     return None
+
+
+def _values_symptom(values: list[float], losses: list[float]) -> str | None:
+    """What logged values at the right steps show by themselves: the losses reversed, reordered, one value
+    repeated, or each off by one factor."""
+    if np.allclose(values, losses[::-1], rtol=FLOAT32_RTOL):
+        return "the losses were logged in reverse order: log them in order, losses[i] at step i"
+    if np.allclose(sorted(values), sorted(losses), rtol=FLOAT32_RTOL):
+        return (f"the right losses at the wrong steps ({[round(v, 4) for v in values]}): losses[i] belongs at "
+                "step i, in the list's own order, without sorting or shuffling")
+    if np.allclose(values, values[0], rtol=FLOAT32_RTOL):
+        return (f"every point has the value {values[0]:.4f}: log the loop's current loss, not one fixed "
+                "value (is a variable from outside the loop used?)")
+    return scale_fault(values, losses, "each logged value", "log each loss as it is, with no factor")
 
 
 @checker("lab00.log_losses")
@@ -180,6 +195,28 @@ def _smoothed(smooth: Callable[[list[float], float], Any], values: list[float], 
     return result
 
 
+def _smooth_symptom(answers: list[Any]) -> str | None:
+    """What wrong smoothed values show by themselves, in every regime: the input returned unchanged, a first
+    value that differs from the first input (debiasing makes them equal), or TensorBoard's smoothing at
+    another weight."""
+    regimes = list(zip(answers, SMOOTH_REGIMES, strict=True))
+    if all(_same(got, values) for got, (values, _) in regimes):
+        return "the output equals the input: nothing was smoothed (is the running average ever used?)"
+    firsts = [(np.asarray(got, dtype=np.float64)[0], values[0]) for got, (values, _) in regimes]
+    if any(not math.isclose(got, value, rel_tol=1e-5) for got, value in firsts if math.isfinite(value)):
+        first, value = next((g, v) for g, v in firsts if not math.isclose(g, v, rel_tol=1e-5))
+        return (f"the first smoothed value is {first:.4g} for a first input of {value}: with the debiasing "
+                "(divide by 1 - weight**n, n = 1 after the first value) they are equal, whatever the weight")
+    grid = [float(w) for w in np.round(np.linspace(0.0, 0.99, 100), 2)]
+    used = [next((w for w in grid if _same(got, _smooth_variant(values, w))), None) for got, (values, _) in regimes]
+    if None not in used:
+        pairs = ", ".join(dict.fromkeys(f"{w:g} for {weight}"
+                                        for w, (_, (_, weight)) in zip(used, regimes, strict=True)))
+        return (f"your output is TensorBoard's smoothing with weight {pairs} given: the right formula at the "
+                "wrong weight (is the weight transformed, or a fixed value used?)")
+    return None
+
+
 @checker("lab00.smooth")
 def check_smooth(smooth: Callable[[list[float], float], Any]) -> None:
     """``smooth(values, weight)`` must equal TensorBoard's debiased exponential moving average (``tb.smooth``),
@@ -197,6 +234,9 @@ def check_smooth(smooth: Callable[[list[float], float], Any]) -> None:
             if all(_same(got, _smooth_variant(values, weight, **options))
                    for got, (values, weight) in zip(answers, SMOOTH_REGIMES, strict=True)):
                 raise CheckFailed(message)
+        symptom = _smooth_symptom(answers)
+        if symptom:
+            raise CheckFailed(symptom)
         values, weight = SMOOTH_REGIMES[wrong[0]]
         got = np.round(np.asarray(answers[wrong[0]], dtype=float), 4).tolist()
         expected = np.round(_smooth_variant(values, weight), 4).tolist()

@@ -102,6 +102,22 @@ def _scaler_mistake(z_test: np.ndarray, x_train: np.ndarray, x_test: np.ndarray)
     return None
 
 
+def _scaler_symptom(z_train: np.ndarray, x_train: np.ndarray) -> str | None:
+    """What the standardised training split shows by itself, whatever the scaler computed: every feature
+    that varies must come out with mean 0 and (population) standard deviation 1."""
+    varying = x_train.std(axis=0) > 0
+    means, stds = z_train[:, varying].mean(axis=0), z_train[:, varying].std(axis=0)
+    if np.abs(means).max() > 1e-3:
+        return (f"transform(x_train) must have mean 0 in every feature, and yours has means "
+                f"{np.round(means, 3).tolist()}: subtract the mean of each training column (not a median, a "
+                "minimum or a mean over some of the rows)")
+    if np.abs(stds - 1).max() > 1e-3:
+        return (f"transform(x_train) must have standard deviation 1 in every feature that varies, and yours "
+                f"has {np.round(stds, 3).tolist()}: divide by each column's standard deviation (the square root "
+                "of its variance, over all training rows)")
+    return None
+
+
 @checker("lab01.scaler")
 def check_scaler(scaler_class: Callable[[], Any]) -> None:
     """``scaler_class()`` has ``fit(x_train)`` (learns per-feature mean and population std from the training
@@ -125,6 +141,9 @@ def check_scaler(scaler_class: Callable[[], Any]) -> None:
     expected = _standardise(x_test, mean, std)
     if not _near(z_test, expected, x_test, x_train):
         message = _scaler_mistake(z_test, x_train, x_test)
+        if message:
+            raise CheckFailed(message)
+        message = _scaler_symptom(z_train, x_train)
         if message:
             raise CheckFailed(message)
         worst = np.unravel_index(np.abs(z_test - expected).argmax(), z_test.shape)
@@ -165,9 +184,22 @@ def _check_length(length: Any, n_ids: int, block: int) -> None:
     if length in (n_ids // block, (n_ids - 1) // block):
         raise CheckFailed(f"len is {length} for {n_ids} ids and block_size {block}: that counts non-overlapping "
                           f"chunks. The windows overlap, one per start position: N - block_size = {n_expected}")
+    if length == n_ids:
+        raise CheckFailed(f"len is {length}, the number of ids: a window needs block_size + 1 ids (its target "
+                          f"runs one further), so only N - block_size = {n_expected} start positions have one")
     if length != n_expected:
         raise CheckFailed(f"len is {length} for {n_ids} ids and block_size {block}; expected N - block_size "
                           f"= {n_expected} (one window per start 0 .. N - block_size - 1)")
+
+
+def _starts_at(window: Any, ids: Any, block: int) -> int | None:
+    """The start j at which ``window`` equals ``ids[j : j + block]``, if there is one."""
+    import torch
+
+    for start in range(len(ids) - block + 1):
+        if torch.equal(window, ids[start:start + block]):
+            return start
+    return None
 
 
 def _check_item(item: Any, ids: Any, index: int, block: int) -> None:
@@ -191,6 +223,13 @@ def _check_item(item: Any, ids: Any, index: int, block: int) -> None:
                           f"{block}; both must be ({block},): use the block_size given to __init__")
     if not torch.equal(x, want_x):
         late = torch.equal(x, ids[index + 1:index + block + 1])
+        start = _starts_at(x, ids, block)
+        if start is not None and not late:
+            raise CheckFailed(f"x of window {index} is ids[{start}:{start + block}]: window i must start at "
+                              f"ids[i], and this one starts {start - index:+d} from it")
+        if torch.equal(x, want_x.flip(0)):
+            raise CheckFailed(f"x of window {index} holds the right ids in reverse order: keep their order, "
+                              f"ids[{index}:{index + block}]")
         raise CheckFailed(f"x of window {index} is {x.tolist()}, expected ids[{index}:{index + block}] = "
                           f"{want_x.tolist()}" + (": window i must start at ids[i]" if late else ""))
     if torch.equal(y, x):
@@ -204,6 +243,10 @@ def _check_item(item: Any, ids: Any, index: int, block: int) -> None:
     if block > 1 and torch.equal(y[:-1], want_y[:-1]) and y[-1] == x[0]:
         raise CheckFailed("the last target wraps around to the window's first token (as torch.roll does): the "
                           "target after x[-1] is the next id in the data, ids[i+block_size]")
+    start = _starts_at(y, ids, block)
+    if start is not None and start != index + 1:
+        raise CheckFailed(f"y of window {index} is ids[{start}:{start + block}]: the target is the input shifted "
+                          f"by exactly one token, ids[{index + 1}:{index + block + 1}]")
     if not torch.equal(y, want_y):
         raise CheckFailed(f"y of window {index} is {y.tolist()}, expected ids[{index + 1}:{index + block + 1}]"
                           f" = {want_y.tolist()}")

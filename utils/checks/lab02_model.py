@@ -204,7 +204,18 @@ def _diagnose_main(attention_forward: Callable[[Any, Any], Any], attention: Any,
     if moved > 1e-5:
         raise CheckFailed(f"the mask leaks the future: changing positions 4-5 changed the outputs at "
                           f"positions 0-3 by up to {moved:.3g}")
-    error = (got - _expected(attention, x)).abs().max().item()
+    expected = _expected(attention, x)
+    if torch.isfinite(got).all():
+        # position 0 attends only to itself: its output is proj(v_0) whatever the scores and their softmax
+        if torch.allclose(got[:, 0], expected[:, 0], rtol=1e-4, atol=1e-5):
+            raise CheckFailed("position 0 is right but the later positions are not, and nothing leaks from the "
+                              "future: position 0 attends only to itself, so its output does not depend on "
+                              "the weights. The weights over the earlier positions are wrong: the scaling of "
+                              "the scores (1/sqrt(C / n_head)) or their softmax over the keys")
+        raise CheckFailed("position 0 is wrong: it attends only to itself, so its output is the projection of "
+                          "its own value vector whatever the scores. The values (the third part of c_attn), the "
+                          "head split or merge, or the output projection are wrong, not the attention weights")
+    error = (got - expected).abs().max().item()
     raise CheckFailed(f"the output differs from CausalSelfAttention by up to {error:.3g}; nothing leaks from the "
                       "future, so compare your scaling (1/sqrt(C / n_head)), the softmax axis, the head split "
                       "and merge, and the projection with the steps above")

@@ -14,7 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from utils.checks import CheckFailed, call, checker, graph_free_number, passed, unchanged
+from utils.checks import (
+    CheckFailed,
+    call,
+    checker,
+    distribution_fault,
+    graph_free_number,
+    passed,
+    scale_fault,
+    unchanged,
+)
 
 #: A batch of N=4 rows over K=5 classes with moderate logits, and its targets.
 MODERATE = np.array([[2.0, 0.5, -1.0, 0.0, 1.0],
@@ -112,6 +121,25 @@ _LOG_SOFTMAX_MISTAKES: list[tuple[Callable[[np.ndarray], np.ndarray], str]] = [
 ]
 
 
+def _log_softmax_symptom(got: np.ndarray, logits: np.ndarray) -> str | None:
+    """What the answer shows by itself, whatever it computed: positive log-probabilities, rows whose exp()
+    does not sum to 1, or rows that are not the logits shifted by one constant."""
+    if not np.isfinite(got).all():
+        return None  # the extreme-logits diagnosis names the instability
+    if got.max() > 1e-6:
+        return (f"positive values (up to {got.max():.4g}): a log-probability is <= 0, the log of a probability "
+                "<= 1. Subtract the whole log-sum-exp, m + log(sum(exp(z - m)))")
+    fault = distribution_fault(np.exp(got), "exp() of your rows")
+    if fault:
+        return (f"{fault.split(':')[0]}: exp() of each row must sum to 1 (they are log-probabilities); yours sum "
+                f"to {np.round(np.exp(got).sum(-1), 4).tolist()}. Subtract log(sum(exp(z - m))) from z - m")
+    offsets = got - logits
+    if not np.allclose(offsets, offsets[:, :1], rtol=RTOL, atol=ATOL):
+        return ("each row sums to 1 in probability, but it is not the row's logits minus one constant: "
+                "log_softmax only shifts a row (z - logsumexp(z)); the logits were scaled, reordered or mixed")
+    return None
+
+
 @checker("lab03.log_softmax")
 def check_log_softmax(stable_log_softmax: Callable[[np.ndarray], Any]) -> None:
     """``stable_log_softmax(logits (N, K)) -> (N, K)``: log-probabilities over the classes (last axis),
@@ -125,7 +153,8 @@ def check_log_softmax(stable_log_softmax: Callable[[np.ndarray], Any]) -> None:
         for variant, message in _LOG_SOFTMAX_MISTAKES:
             if _close(got, variant(MODERATE)):
                 raise CheckFailed(message)
-        raise CheckFailed(f"for the logits\n{MODERATE}\nyou returned\n{np.round(got, 4)}\nexpected "
+        raise CheckFailed(_log_softmax_symptom(got, MODERATE) or
+                          f"for the logits\n{MODERATE}\nyou returned\n{np.round(got, 4)}\nexpected "
                           f"(torch.log_softmax)\n{np.round(expected, 4)}")
     extreme_expected = _torch_reference(EXTREME, EXTREME_TARGETS)[2]
     extreme = _array(_run(stable_log_softmax, "stable_log_softmax", EXTREME), "stable_log_softmax")
@@ -155,6 +184,17 @@ def _loss_mistakes(log_p: np.ndarray, targets: np.ndarray) -> list[tuple[float, 
     ]
 
 
+def _loss_symptom(got: float, expected: float) -> str | None:
+    """What a wrong loss shows by itself: NaN, a negative value, or a constant factor off."""
+    if not np.isfinite(got):
+        return (f"returned {got} for moderate logits: a log of 0, or of a logit (a logit is not a "
+                "probability: it can be <= 0)")
+    if got < 0:
+        return (f"a negative loss ({got:.4f}): -log p is >= 0 for every probability p <= 1, so the mean is too. "
+                "Was the log left out (-p instead of -log p), or the sign dropped?")
+    return scale_fault(got, expected, f"the loss ({got:.4f})")
+
+
 def _loss(cross_entropy_loss: Callable[..., Any], logits: np.ndarray, targets: np.ndarray) -> float:
     result = _run(cross_entropy_loss, "cross_entropy_loss", logits, targets)
     if not getattr(result, "requires_grad", False) and np.size(_array(result, "cross_entropy_loss")) > 1:
@@ -173,7 +213,8 @@ def check_cross_entropy(cross_entropy_loss: Callable[[np.ndarray, np.ndarray], A
         for wrong, message in _loss_mistakes(log_p, MODERATE_TARGETS):
             if np.isclose(got, wrong, rtol=RTOL, atol=ATOL):
                 raise CheckFailed(f"got {got:.4f}, expected {expected:.4f}: {message}")
-        raise CheckFailed(f"for the batch\n{MODERATE}\nwith targets {MODERATE_TARGETS.tolist()} you returned "
+        raise CheckFailed(_loss_symptom(got, expected) or
+                          f"for the batch\n{MODERATE}\nwith targets {MODERATE_TARGETS.tolist()} you returned "
                           f"{got:.6f}, expected {expected:.6f} (F.cross_entropy)")
     extreme_expected = _torch_reference(EXTREME, EXTREME_TARGETS)[0]
     extreme = _loss(cross_entropy_loss, EXTREME, EXTREME_TARGETS)
@@ -211,6 +252,18 @@ def _gradient_mistakes(z: np.ndarray, targets: np.ndarray) -> list[tuple[np.ndar
     ]
 
 
+def _gradient_symptom(got: np.ndarray, expected: np.ndarray) -> str | None:
+    """What a wrong gradient shows by itself: rows that do not sum to 0, or autograd's times a constant."""
+    if not np.isfinite(got).all():
+        return None
+    sums = got.sum(axis=-1)
+    if not np.allclose(sums, 0.0, atol=1e-6):
+        return (f"the rows of your gradient sum to {np.round(sums, 4).tolist()}; each must sum to 0, since "
+                "softmax(z) sums to 1 over the classes and so does the one-hot target. Subtract a one-hot "
+                "(1 at the target, once per row) from a softmax taken over each row")
+    return scale_fault(got, expected, "your gradient")
+
+
 @checker("lab03.gradient")
 def check_gradient(cross_entropy_gradient: Callable[[np.ndarray, np.ndarray], Any]) -> None:
     """``cross_entropy_gradient(logits (N, K), targets (N,)) -> (N, K)``: the gradient of the *mean*
@@ -227,7 +280,8 @@ def check_gradient(cross_entropy_gradient: Callable[[np.ndarray, np.ndarray], An
         for wrong, message in _gradient_mistakes(MODERATE, MODERATE_TARGETS):
             if _close(got, wrong):
                 raise CheckFailed(message)
-        raise CheckFailed(f"largest difference from autograd: {np.max(np.abs(got - expected)):.3g}. Expected "
+        raise CheckFailed(_gradient_symptom(got, expected) or
+                          f"largest difference from autograd: {np.max(np.abs(got - expected)):.3g}. Expected "
                           f"(softmax(z) - one_hot) / N:\n{np.round(expected, 4)}\ngot\n{np.round(got, 4)}")
     extreme_expected = _torch_reference(EXTREME, EXTREME_TARGETS)[1]
     extreme = _array(_run(cross_entropy_gradient, "cross_entropy_gradient", EXTREME, EXTREME_TARGETS),

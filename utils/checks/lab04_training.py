@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from utils.checks import CheckFailed, call, checker, graph_free_number, passed, unchanged
+from utils.checks import CheckFailed, call, checker, graph_free_number, passed, scale_fault, unchanged
 
 
 class _ModeProbe(torch.nn.Module):
@@ -66,6 +66,19 @@ def _averaging_mistakes(losses: torch.Tensor, sizes: list[int]) -> list[tuple[fl
     ]
 
 
+def _validation_symptom(got: float, expected: float, calls: int, batches: int) -> str | None:
+    """What a wrong validation loss shows by itself: batches skipped or seen twice, exp() of the loss (the
+    perplexity), a negative loss, or a constant factor."""
+    if calls != batches:
+        return (f"the model ran {calls} time(s) for {batches} batches: run it once on every batch of the "
+                "list, no batch skipped and none twice")
+    if math.isclose(got, math.exp(expected), rel_tol=1e-5):
+        return "that is exp(loss), the perplexity: return the mean cross-entropy itself"
+    if got < 0:
+        return "a cross-entropy is never negative: -log p >= 0 (a sign lost, or the log of the wrong thing?)"
+    return scale_fault(got, expected, "the loss")
+
+
 @checker("lab04.validation_loss")
 def check_validation_loss(validation_loss: Callable[[torch.nn.Module, list], float]) -> None:
     """``validation_loss(model, batches)``: mean cross-entropy over every example of ``batches`` (a list of
@@ -94,8 +107,9 @@ def check_validation_loss(validation_loss: Callable[[torch.nn.Module, list], flo
         for wrong, message in _averaging_mistakes(losses, sizes):
             if math.isclose(got, wrong, rel_tol=1e-5):
                 raise CheckFailed(f"returned {got:.4f}, expected {expected:.4f}: {message}")
-        raise CheckFailed(f"returned {got:.4f}, expected {expected:.4f} (mean cross-entropy over all "
-                          f"{sum(sizes)} examples, batches of {sizes})")
+        symptom = _validation_symptom(got, expected, len(probe.calls), len(sizes))
+        raise CheckFailed(f"returned {got:.4f}, expected {expected:.4f}" + (f": {symptom}" if symptom else
+                          f" (mean cross-entropy over all {sum(sizes)} examples, batches of {sizes})"))
     passed("lab04.validation_loss")
 
 
@@ -186,10 +200,50 @@ def check_stop_index(stop_index: Callable[[Sequence[float], int], Any]) -> None:
         if all(_same(got, _stop(losses, patience, **options))
                for got, (losses, patience) in zip(answers, STOP_CASES, strict=True)):
             raise CheckFailed(message)
+    symptom = _stop_symptom(answers, expected)
+    if symptom:
+        raise CheckFailed(symptom)
     losses, patience = STOP_CASES[wrong[0]]
     raise CheckFailed(f"stop_index({losses}, patience={patience}) returned {answers[wrong[0]]!r}, expected "
                       f"{expected[wrong[0]]!r}: count the evaluations since the last new best (strictly lower "
                       "than every earlier loss) and return the index where the count reaches patience")
+
+
+def _stop_symptom(answers: list[Any], expected: list[Any]) -> str | None:
+    """What the wrong answers have in common, whatever rule produced them: always one evaluation early or
+    late, always too early, a run stopped that never should, or one never stopped."""
+    wrong = [(i, got, want) for i, (got, want) in enumerate(zip(answers, expected, strict=True))
+             if not _same(got, want)]
+    shown = "; ".join(f"stop_index({STOP_CASES[i][0]}, patience={STOP_CASES[i][1]}) returned {got!r}, "
+                      f"expected {want!r}" for i, got, want in wrong[:2])
+    if all(want is None for _, _, want in wrong):
+        return (f"stopped runs that never reach patience ({shown}): return None when no `patience` "
+                "evaluations in a row fail to improve")
+    if all(got is None for _, got, _ in wrong):
+        return (f"never stopped a run that should stop ({shown}): return the index as soon as the count "
+                "reaches patience")
+    counts = [_count_at(STOP_CASES[i][0], got) - STOP_CASES[i][1] for i, got, _ in wrong
+              if got is not None and not isinstance(got, bool) and isinstance(got, int | float)
+              and float(got) == int(got) and 0 <= got < len(STOP_CASES[i][0])]
+    if len(counts) == len(wrong):  # each answer an index of its losses: how far was the count there?
+        if set(counts) == {-1}:
+            return (f"one evaluation early ({shown}): at each index you returned, the count of evaluations in "
+                    "a row without a new best was patience - 1. Count the evaluation itself, then compare")
+        if set(counts) == {1}:
+            return f"one evaluation late ({shown}): stop at the evaluation where the count reaches patience"
+        if all(c < 0 for c in counts):
+            return (f"stops too early ({shown}): at the index you returned, fewer than patience evaluations "
+                    "in a row had failed to improve on the best")
+    return None
+
+
+def _count_at(val_losses: Sequence[float], index: int) -> int:
+    """How many evaluations in a row, up to ``index`` included, brought no new best (strictly lower than every
+    earlier finite loss; inf and NaN never are)."""
+    best, bad = math.inf, 0
+    for value in val_losses[:int(index) + 1]:
+        best, bad = (value, 0) if value < best else (best, bad + 1)
+    return bad
 
 
 def _same(got: Any, want: Any) -> bool:

@@ -131,7 +131,16 @@ def _fraction_fault(got: float, x: torch.Tensor) -> str | None:
         (float((x.detach() < 1e-3).all(dim=0).double().mean()),
          "a unit that fires at all, even weakly (1e-7), is alive: compare with exactly 0, no threshold"),
     ]
-    return next((text for value, text in faults if math.isclose(got, value, abs_tol=1e-6)), None)
+    named = next((text for value, text in faults if math.isclose(got, value, abs_tol=1e-6)), None)
+    if named:
+        return named
+    units = x.shape[1]
+    if not 0 <= got <= 1:
+        return f"{got:.4g} is not a fraction: the share of the U = {units} units that are dead lies in [0, 1]"
+    if not math.isclose(got * units, round(got * units), abs_tol=1e-6):
+        return (f"{got:.4g} is not a whole number of units out of U = {units} (a fraction of units is a multiple "
+                f"of 1/{units}): count units (columns) that are entirely 0, do not average activations")
+    return None
 
 
 @checker("lab04b.dead_fraction")

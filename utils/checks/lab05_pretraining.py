@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from utils.checks import CheckFailed, call, checker, passed, unchanged
+from utils.checks import CheckFailed, call, checker, distribution_fault, passed, unchanged
 from utils.hooks import due
 
 # --------------------------------------------------------------------------- lab05.next_token_probs
@@ -126,6 +126,26 @@ def _greedy_fault(got: np.ndarray, logits: torch.Tensor) -> str | None:
     return None
 
 
+def _symptom(got: np.ndarray, logits: torch.Tensor, temperature: float, expected: np.ndarray) -> str | None:
+    """What a wrong distribution shows by itself: not a distribution, probability on a token top-k removes,
+    the most likely token not at the largest logit, or the same probability for every token."""
+    fault = distribution_fault(got)
+    if fault:
+        return fault
+    if temperature != 0 and (got[expected == 0] > 1e-6).any():
+        return ("tokens outside the top k keep some probability: set their logits to -inf before the softmax "
+                "(a logit of 0, or any finite number, still gets exp() > 0)")
+    rows = np.arange(got.shape[0])
+    at_largest = got[rows, logits.argmax(-1).numpy()]
+    if temperature != 0 and (at_largest < got.max(-1) - 1e-9).any():
+        return ("the most likely token is not the one with the largest logit: the softmax keeps the order "
+                "of the logits (a larger logit, a larger probability). Is a sign flipped, or the temperature "
+                "applied the wrong way?")
+    if np.allclose(got, got[:, :1]) and not np.allclose(logits, logits[:, :1]):
+        return "every token gets the same probability: the distribution ignores the logits"
+    return None
+
+
 def _logits(seed: int, rows: int = 3, vocab: int = 10, scale: float = 2.0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(rows, vocab, generator=generator) * scale  # (B, V), distinct values
@@ -165,6 +185,8 @@ def check_next_token_probs(next_token_probs: Callable[..., Any]) -> None:
         if diagnosis is None and label == "logits of +-1000" and not np.isfinite(got).all():
             diagnosis = ("exp overflows for logits of +-1000 (NaN or inf): torch.softmax is stable; by hand, "
                          "subtract each row's largest logit first")
+        if diagnosis is None:
+            diagnosis = _symptom(got, logits, temperature, expected)
         if diagnosis is None and label.startswith("top_k=15"):
             diagnosis = "with top_k larger than the vocabulary, generate keeps every token"
         raise CheckFailed(f"case {label!r}: {diagnosis or 'the distribution differs from generate'}"
@@ -252,6 +274,9 @@ def check_redone_steps(redone_steps: Callable[[int, int, int], Any]) -> None:
         value = flag not in ("records_next", "step0", "last")  # the flags that default to True are negated
         if all(answers[case] == _variant(*case, **{flag: value}) for case in _CASES):
             raise CheckFailed(mistake)
+    symptom = _redone_symptom({case: answers[case] for case in wrong})
+    if symptom:
+        raise CheckFailed(symptom)
     case = wrong[0]
     raise CheckFailed("redone_steps(max_steps={}, checkpoint_every={}, steps_done={}) ".format(*case)
                       + f"returned {_short(answers[case])}, expected {_short(reference_redone(*case))}. "
@@ -259,7 +284,28 @@ def check_redone_steps(redone_steps: Callable[[int, int, int], Any]) -> None:
                       "max_steps - 1); the run resumes at s + 1")
 
 
+def _redone_symptom(wrong: dict[tuple[int, int, int], list[int]]) -> str | None:
+    """What the wrong lists show by themselves: steps not a consecutive run, a last step other than
+    steps_done - 1, or a start that is always one off."""
+    shown = "; ".join("redone_steps({}, {}, {}) ".format(*case) + f"returned {_short(steps)}, expected "
+                      f"{_short(reference_redone(*case))}" for case, steps in list(wrong.items())[:2])
+    if any(steps and steps != list(range(steps[0], steps[0] + len(steps))) for steps in wrong.values()):
+        return (f"the steps are not one consecutive run ({shown}): a resumed run executes every step from "
+                "where it resumes up to the last completed one, each once, in order")
+    if any(steps and steps[-1] != case[2] - 1 for case, steps in wrong.items()):
+        return (f"the last redone step is not steps_done - 1 ({shown}): steps_done updates finished, the "
+                "last being step steps_done - 1, and every step up to it is executed again")
+    starts = {(steps[0] if steps else case[2]) - reference_redone(*case)[0] if reference_redone(*case)
+              else None for case, steps in wrong.items()}
+    if starts in ({1}, {-1}):
+        return (f"one step {'late' if starts == {1} else 'early'} at the start ({shown}): the run resumes at "
+                "s + 1, s being the newest step < steps_done at which hooks.due saved a checkpoint")
+    return None
+
+
 def _short(steps: list[int]) -> str:
     if len(steps) > 4 and steps == list(range(steps[0], steps[-1] + 1)):
         return f"[{steps[0]}, ..., {steps[-1]}] ({len(steps)} steps)"
+    if len(steps) > 6:
+        return f"[{steps[0]}, {steps[1]}, {steps[2]}, ..., {steps[-1]}] ({len(steps)} steps)"
     return str(steps)

@@ -9,8 +9,9 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 
+from utils.diagnose.roles import missing_roles, parse_tag_flag
 from utils.diagnose.rules import RULES
-from utils.diagnose.runs import RunReport, diagnose
+from utils.diagnose.runs import RunReport, UnknownTagError, diagnose
 
 
 def format_rules() -> str:
@@ -25,8 +26,7 @@ def format_report(reports: Sequence[RunReport]) -> str:
     """The readable report: one block per run, each finding with its evidence and what to do."""
     blocks = []
     for report in reports:
-        roles = ", ".join(f"{role}={tag}" for role, tag in report.roles.items())
-        lines = [f"== {report.run}" + (f"  ({roles})" if roles else "")]
+        lines = [f"== {report.run}", f"  {role_line(report)}"]
         if report.notice:
             lines.append(f"  note: {report.notice}")
         for f in report.findings:
@@ -36,6 +36,20 @@ def format_report(reports: Sequence[RunReport]) -> str:
             lines.append("  no findings")
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
+
+
+def role_line(report: RunReport) -> str:
+    """``roles: loss=train/loss, val_loss=val/loss; not found: lr, ...``: which tag played which role."""
+    found = ", ".join(f"{role}={tag}" for role, tag in report.roles.items()) or "none recognised"
+    missing = missing_roles(report.roles)
+    return f"roles: {found}" + (f"; not found: {', '.join(missing)}" if missing else "")
+
+
+def _tag_flag(text: str) -> tuple[str, str]:
+    try:
+        return parse_tag_flag(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _json_value(value: float) -> float | str:
@@ -56,6 +70,9 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
     parser.add_argument("logdir", nargs="?", help="folder of runs, as given to tensorboard --logdir")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--rules", action="store_true", help="print the rules and thresholds, then exit")
+    parser.add_argument("--tag", action="append", type=_tag_flag, default=[], metavar="role=TAG",
+                        help="the tag that plays a role, instead of the role table (repeatable); for weights, "
+                             "grads or activations, a prefix of histogram tags")
     args = parser.parse_args(argv)
     if args.rules:
         out(format_rules())
@@ -65,9 +82,11 @@ def main(argv: Sequence[str] | None = None, out: Callable[[str], None] = print) 
     from utils import tb
 
     try:
-        reports = diagnose(args.logdir)
+        reports = diagnose(args.logdir, overrides=dict(args.tag) or None)
     except (tb.RunNotFoundError, tb.CorruptEventFileError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except UnknownTagError as exc:
+        parser.error(f"argument --tag: {exc}")
     out(to_json(reports) if args.json else format_report(reports))
     return 1 if any(f.severity == "error" for r in reports for f in r.findings) else 0

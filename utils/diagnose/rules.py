@@ -23,6 +23,12 @@ class Rule:
     remedy: str
 
 
+NOISE_SE = 3  # a rise counts when larger than this many standard errors of the run's own noise
+EARLY_JUMP = 1.5  # a jump in the first updates: the later points' median at least this x the first point
+NEVER_LEARNED = 0.05  # after a jump in the first updates: a loss never this far below its first value
+SPIKE_FOLLOW = 4
+SPIKE_RETURN = 1.5  # a recovered spike: the loss ends within this x its lowest point before the spike  # points after a gradient-norm jump, one of which must stay up for it to count
+
 RULES: dict[str, Rule] = {rule.name: rule for rule in (
     Rule("non_finite", "error", math.nan, 0, None,
          "a scalar (any tag) is NaN or inf; reported at its first such step",
@@ -31,34 +37,66 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
     Rule("divergence", "error", 3.0, 3, None,
          "the training loss became non-finite or rose above threshold x its start (the largest of its first "
          "`window` points, so that a fast first drop is no rise; only for a positive start), or never came "
-         "back below its first value after its first `window` points (a jump in the first updates)",
+         "back below its first value after its first `window` points, their median at least EARLY_JUMP x it "
+         "(a jump in the first updates), or jumped above threshold x its first value within them and never "
+         "fell NEVER_LEARNED below that value after (it blew up, and the net it left sits at the untrained "
+         "loss)",
          "lower the learning rate (or add warmup), clip the gradient norm, check the loss for a bad input"),
+    Rule("loss_spike", "warning", 3.0, 40, None,
+         "the training loss rose above threshold x its start (as for divergence), came back below that within "
+         "`window` steps and stayed there to the end, at least `window` steps, ending within SPIKE_RETURN x "
+         "its lowest point before the spike: the run recovered, worth a look",
+         "a bad batch or a too-high rate for a moment: clip the gradient norm, lengthen the warmup, look at "
+         "the batch of that step"),
+    Rule("scaler_skipped_steps", "note", math.nan, 0, None,
+         "the gradient norm was not finite at some steps, each with the loss scale falling right there (a "
+         "gradient scaler skips such an update and halves its scale, by design) and the loss finite: not "
+         "counted as non_finite",
+         "nothing, unless it happens at most steps: then the scale is too high for the model's gradients"),
     Rule("plateau", "warning", 0.01, 10, 0.25,
-         "the training loss improved by less than threshold (relative) between the `guard` fraction of the "
-         "points before last (at least `window` points) and the last one; reported where it first came "
-         "within threshold of its final level",
+         "the training loss changed by less than threshold (relative, up or down) between the `guard` "
+         "fraction of the points before last (at least `window` points) and the last one; reported where it "
+         "first came within threshold of its final level. A loss that rose more is no plateau (rising_loss)",
          "if the model has converged, stop earlier; otherwise raise a too-low learning rate, check for dead "
          "layers or shuffled labels, or give the model more capacity"),
+    Rule("rising_loss", "warning", 0.05, 10, 0.25,
+         "the training loss rose by more than threshold (relative) between the `guard` fraction of the points "
+         "before last (at least `window` points) and the last one, and by more than NOISE_SE standard errors "
+         "of the difference of the two stretches' means (the run's own noise: a small batch's loss jumps "
+         "from step to step), short of a divergence; reported at its lowest point before the rise",
+         "lower the learning rate (or decay it), clip the gradient norm; check that the data did not change "
+         "(a new shard, a shuffle bug) and that the scheduler is stepped as intended"),
     Rule("overfitting", "warning", 0.1, 3, 5,
          "the validation loss rose more than threshold (relative) above its minimum while the training loss "
          "(mean of its last `window` points) kept falling below its value there, and the run went on for "
          "more than `guard` evaluations after that minimum; reported at the minimum, where the gap opened. "
          "A run that ended at most `guard` evaluations after its best one stopped because validation stopped "
          "improving (early stopping with a patience up to `guard`, the book's 4 or 5): the rise is what early "
-         "stopping detected and acted on, so it is no fault of the run",
+         "stopping detected and acted on, so it is no fault of the run; unless the run went through its whole "
+         "learning-rate schedule (its last rate its lowest, at most half its peak): then it did not stop "
+         "early, and sparse evaluations are no excuse (if its validation accuracy did not end higher than at "
+         "the best loss). Nor when the rise is within NOISE_SE "
+         "times one evaluation's noise (from the successive differences of the later half: a noisy curve's "
+         "minimum is a low draw, not a turning point)",
          "stop at the minimum (early stopping), add weight decay, dropout or augmentation, or more data"),
-    Rule("no_validation_progress", "warning", 0.05, 3, None,
+    Rule("no_validation_progress", "warning", 0.05, 3, 0.1,
          "over at least `window` evaluations the validation loss never fell more than threshold (relative) "
          "below its first value: the model learned nothing that carries over to unseen data (labels "
          "shuffled apart from their inputs, a learning rate far too low or too high, dead units); reported at "
-         "the first evaluation",
+         "the first evaluation. Its start is the higher of the first validation loss and the median of the "
+         "training loss's first points (up to `window`) logged at or before it (the loss before training, when "
+         "evaluation comes once per epoch, after a whole epoch of training). Not when the validation accuracy rose: its later half's mean and its last "
+         "value more than `guard` (absolute, accuracy as a fraction) above its earlier half's mean and its "
+         "first value (a fine-tuned model whose loss rises as it grows confident, while it gets more right)",
          "check that inputs and labels still line up after every shuffle and split, then the learning rate "
          "(a range test) and the activations (dead units)"),
     Rule("exploding_gradients", "warning", 10.0, 20, 5,
          "the gradient norm jumped above threshold x the median of its previous `window` points (fewer at "
          "the start: checked from its point number `guard` on, counting from 0, so that a median of at least "
          "`guard` points is the reference) and above the largest of its first `guard` points (the noise of a "
-         "converging run jumps 10x a small median while staying below where the run started)",
+         "converging run jumps 10x a small median while staying below where the run started), and not alone: "
+         "one of the SPIKE_FOLLOW points after it is above threshold x that median too, or the run ends or "
+         "goes non-finite there (a small batch's gradient norm jumps once and falls back)",
          "clip the gradient norm (TrainConfig.grad_clip), lower the learning rate, add warmup or "
          "normalisation"),
     Rule("vanishing_gradients", "warning", 1e-3, 3, 0.1,
@@ -79,9 +117,16 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
          "parameter groups, dead ReLUs (use LeakyReLU/GELU) and vanishing gradients"),
     Rule("collapsed_histogram", "warning", 1e-3, 2, None,
          "a weights, grads or activations histogram collapsed to a point: its range fell below threshold x "
-         "its first range and stayed there for at least `window` logged steps",
+         "its first range and stayed there for at least `window` logged steps (not gradients, when the "
+         "training loss converged: a fit's gradients shrink)",
          "saturated or dead units: lower the learning rate, change the activation or initialisation, add "
          "normalisation; check weight decay is not too strong"),
+    Rule("dead_units", "warning", 0.9, 2, None,
+         "an activations histogram whose values are all >= 0 (a ReLU's output) holds more than threshold of "
+         "its values in its lowest bucket, the one with the zeros, at each of its last `window` logged steps "
+         "at least: most units output 0 for every input (AUTOTRAINER's dying-ReLU symptom, Zhang et al. "
+         "2021); reported where it began to stay there",
+         "lower the learning rate, use LeakyReLU or GELU, check the initialisation and the input scale"),
     # Runs under 1,000 updates often keep a constant rate by design (chapter 7's CNN, lab 7: 300 updates of
     # Adam); what these two notes are for is a long run whose scheduler was never stepped or never set.
     Rule("lr_never_warmed_up", "note", 0.99, 1000, None,
@@ -109,7 +154,7 @@ class Finding:
 Series = tuple[np.ndarray, np.ndarray]  # (steps, values), sorted by step, one value per step
 
 
-def _finding(rule_name: str, tag: str, step: int, value: float, explanation: str) -> Finding:
+def make_finding(rule_name: str, tag: str, step: int, value: float, explanation: str) -> Finding:
     rule = RULES[rule_name]
     return Finding(rule.name, rule.severity, tag, int(step), float(value), explanation, rule.remedy)
 
@@ -119,7 +164,7 @@ def finite_points(series: Series) -> Series:
     return series[0][keep], series[1][keep]
 
 
-def _stays_from(mask: np.ndarray) -> int | None:
+def stays_from(mask: np.ndarray) -> int | None:
     """The first index from which ``mask`` is True up to its end; None when its last entry is False."""
     if len(mask) == 0 or not mask[-1]:
         return None
@@ -135,8 +180,30 @@ def check_non_finite(tag: str, series: Series) -> list[Finding]:
     if not len(bad):
         return []
     i = bad[0]
-    return [_finding("non_finite", tag, series[0][i], series[1][i],
+    return [make_finding("non_finite", tag, series[0][i], series[1][i],
                      f"{tag} is {series[1][i]} at step {series[0][i]}, {len(bad)} non-finite point(s) in all")]
+
+
+def scaler_skips(grad: Series, scale: Series) -> np.ndarray:
+    """The steps where the gradient norm is not finite and the loss scale fell there: below its last value
+    before the step at the step or the next logged one (whether it is logged before or after the update;
+    at the first logged step, the next value below the step's own)."""
+    scale_steps, scale_values = finite_points(scale)
+    skipped = []
+    for step in grad[0][~np.isfinite(grad[1])]:
+        before, after = scale_values[scale_steps < step], scale_values[scale_steps >= step][:2]
+        reference = before[-1] if len(before) else after[0] if len(after) == 2 else None  # first step
+        if reference is not None and after.min() < reference:
+            skipped.append(step)
+    return np.asarray(skipped, dtype=grad[0].dtype)
+
+
+def check_scaler_skips(tag: str, skipped: np.ndarray) -> list[Finding]:
+    if not len(skipped):
+        return []
+    return [make_finding("scaler_skipped_steps", tag, skipped[0], math.nan,
+                         f"{len(skipped)} update(s) skipped by the gradient scaler, the first at step "
+                         f"{skipped[0]} (the gradient norm not finite, the loss scale lowered)")]
 
 
 def check_divergence(tag: str, series: Series) -> list[Finding]:
@@ -146,11 +213,46 @@ def check_divergence(tag: str, series: Series) -> list[Finding]:
     limit = rule.threshold * start if start > 0 else math.inf
     bad = np.flatnonzero(~np.isfinite(values) | (values > limit))
     if not len(bad):
-        return _never_back_down(tag, series, rule.window)
+        return _never_back_down(tag, series, rule.window) or _jumped_and_never_learned(tag, series)
     i = bad[0]
+    if np.isfinite(values[i]) and _recovered(steps, values, i, limit):
+        spike = RULES["loss_spike"]
+        return [make_finding("loss_spike", tag, steps[i], values[i],
+                             f"the loss jumped to {values[i] / start:.1f}x its start at step {steps[i]} and "
+                             f"came back below {rule.threshold:g}x within {spike.window} steps, for good")]
     how = "is not finite" if not np.isfinite(values[i]) else f"is {values[i] / start:.1f}x its start"
-    return [_finding("divergence", tag, steps[i], values[i],
+    return [make_finding("divergence", tag, steps[i], values[i],
                      f"the loss {how} (start {start:.4g}; limit {rule.threshold:g}x) at step {steps[i]}")]
+
+
+def _recovered(steps: np.ndarray, values: np.ndarray, i: int, limit: float) -> bool:
+    """After its first point above ``limit`` (at index i), the loss is finite and below it again within the
+    loss_spike window, stays there for at least that window, to the end, and ends (its last 10 points) within
+    SPIKE_RETURN x its lowest point before the spike: back where it was, not stuck higher (dead units)."""
+    window = RULES["loss_spike"].window
+    after = ~(np.isfinite(values[i:]) & (values[i:] <= limit))  # still up (or not finite)
+    last_up = i + int(np.flatnonzero(after)[-1])
+    back_where_it_was = i > 0 and np.mean(values[-10:]) <= SPIKE_RETURN * np.min(values[:i])
+    calm = steps[last_up] - steps[i] < window and steps[-1] - steps[last_up] >= window
+    return calm and back_where_it_was
+
+
+def _jumped_and_never_learned(tag: str, series: Series) -> list[Finding]:
+    """A loss that jumped above threshold x its first value within its first `window` points and never
+    fell NEVER_LEARNED below that first value afterwards: it blew up, and the model it left (dead units,
+    a saturated output) sits at the untrained loss. The start (the largest of the first points) hides it."""
+    rule = RULES["divergence"]
+    steps, values = finite_points(series)
+    if len(values) < 2 * rule.window or values[0] <= 0:
+        return []
+    j = 1 + int(np.argmax(values[1:rule.window]))
+    later = values[rule.window:]
+    if values[j] <= rule.threshold * values[0] or later.min() < (1 - NEVER_LEARNED) * values[0]:
+        return []
+    return [make_finding("divergence", tag, steps[j], values[j],
+                         f"the loss jumped to {values[j] / values[0]:.0f}x its first value at step {steps[j]} "
+                         f"and never fell {NEVER_LEARNED:.0%} below that first value {values[0]:.4g} after it: "
+                         "the run never learned")]
 
 
 def _never_back_down(tag: str, series: Series, window: int) -> list[Finding]:
@@ -160,58 +262,64 @@ def _never_back_down(tag: str, series: Series, window: int) -> list[Finding]:
     later = values[window:]
     if len(later) < window or values[0] <= 0 or not np.all(later > values[0]):
         return []
+    if np.median(later) < EARLY_JUMP * values[0]:  # above a noisy first point, not a jump
+        return []
     i = window + int(np.argmax(later))
-    return [_finding("divergence", tag, steps[i], values[i],
+    return [make_finding("divergence", tag, steps[i], values[i],
                      f"the loss never came back below its first value {values[0]:.4g}: after step "
                      f"{steps[window - 1]} every point is above it, up to {values[i]:.4g} at step {steps[i]}")]
 
 
-def check_plateau(tag: str, series: Series) -> list[Finding]:
-    rule = RULES["plateau"]
+def _last_stretches(series: Series, rule: Rule) -> tuple[np.ndarray, np.ndarray, int, float, float] | None:
+    """The finite points, the stretch length n, and the means of the n points before the last n and of the
+    last n (the `guard` fraction of the run, at least `window` points); None when there are too few."""
     steps, values = finite_points(series)
     n = max(rule.window, int(rule.guard * len(values)))
     if len(values) < 2 * n:
-        return []
-    before, last = float(values[-2 * n:-n].mean()), float(values[-n:].mean())
+        return None
+    return steps, values, n, float(values[-2 * n:-n].mean()), float(values[-n:].mean())
+
+
+def check_plateau(tag: str, series: Series) -> list[Finding]:
+    rule = RULES["plateau"]
+    stretches = _last_stretches(series, rule)
+    if stretches is None:
+        return check_rising(tag, series)
+    steps, values, n, before, last = stretches
     gain = (before - last) / abs(before) if before else 0.0
-    if gain >= rule.threshold:
-        return []
+    if abs(gain) >= rule.threshold:
+        return check_rising(tag, series)
     i = int(np.flatnonzero(values <= last + rule.threshold * abs(last))[0])
-    return [_finding("plateau", tag, steps[i], values[i],
+    return [make_finding("plateau", tag, steps[i], values[i],
                      f"the loss came within {rule.threshold:.0%} of its final level {last:.4g} at step "
-                     f"{steps[i]} and improved by {gain:.2%} over its last {n} points")]
+                     f"{steps[i]} and changed by {-gain:+.2%} over its last {n} points")]
 
 
-def check_overfitting(tag: str, val: Series, train: Series) -> list[Finding]:
-    rule = RULES["overfitting"]
-    steps, values = finite_points(val)
-    train_steps, train_values = finite_points(train)
-    if len(values) < 2 or not len(train_values):  # no minimum with a later evaluation
+def check_rising(tag: str, series: Series) -> list[Finding]:
+    rule = RULES["rising_loss"]
+    stretches = _last_stretches(series, rule)
+    if stretches is None:
         return []
-    i = int(np.argmin(values))
-    best, end = float(values[i]), float(values[-1])
-    rise = (end - best) / abs(best) if best else math.inf
-    at_best = train_values[train_steps <= steps[i]][-rule.window:]
-    train_end = float(train_values[-rule.window:].mean())
-    stopped_early = len(values) - 1 - i <= rule.guard  # evaluations after the best one
-    if rise <= rule.threshold or not len(at_best) or train_end >= at_best.mean() or stopped_early:
+    steps, values, n, before, last = stretches
+    rise = (last - before) / abs(before) if before else 0.0
+    earlier, latest = values[-2 * n:-n], values[-n:]
+    noise = NOISE_SE * math.sqrt((earlier.var(ddof=1) + latest.var(ddof=1)) / n)
+    if rise <= rule.threshold or last - before <= noise:
         return []
-    return [_finding("overfitting", tag, steps[i], best,
-                     f"validation loss was lowest ({best:.4g}) at step {steps[i]} and ended {rise:.0%} above it"
-                     f" while training loss fell from {at_best.mean():.4g} to {train_end:.4g}")]
+    i = int(np.argmin(values[:-n]))
+    return [make_finding("rising_loss", tag, steps[i], values[i],
+                     f"the loss rose {rise:.0%} over its last {2 * n} points (mean {before:.4g} -> {last:.4g}); "
+                     f"it was lowest before that, {values[i]:.4g}, at step {steps[i]}")]
 
 
-def check_validation_progress(tag: str, val: Series) -> list[Finding]:
-    rule = RULES["no_validation_progress"]
-    steps, values = finite_points(val)
-    if len(values) < rule.window or values[0] <= 0:
-        return []
-    gain = (values[0] - values.min()) / values[0]
-    if gain > rule.threshold:
-        return []
-    return [_finding("no_validation_progress", tag, steps[0], values[0],
-                     f"validation loss started at {values[0]:.4g} (step {steps[0]}) and its best, "
-                     f"{values.min():.4g}, is only {gain:.1%} below it over {len(values)} evaluations")]
+def loss_converged(loss: Series | None) -> bool:
+    """The training loss ended below vanishing_gradients' guard x its start (the mean of its first and of
+    its last `window` points): small gradients are then the sign of a fit, not of a fault."""
+    rule = RULES["vanishing_gradients"]
+    values = finite_points(loss)[1] if loss is not None else np.array([])
+    if len(values) < 2 * rule.window or values[:rule.window].mean() <= 0:
+        return False
+    return bool(values[-rule.window:].mean() < rule.guard * values[:rule.window].mean())
 
 
 def check_exploding(tag: str, series: Series) -> list[Finding]:
@@ -223,11 +331,18 @@ def check_exploding(tag: str, series: Series) -> list[Finding]:
         median = float(np.median(values[max(0, i - rule.window):i]))
         # above the run's own start too: a healthy run's gradient shrinks as it converges, and its noise
         # then jumps 10x a tiny median while staying far below where it began
-        if median > 0 and values[i] > max(rule.threshold * median, start):
-            return [_finding("exploding_gradients", tag, steps[i], values[i],
+        if median > 0 and values[i] > max(rule.threshold * median, start) and \
+                _persists(values[i + 1:i + 1 + SPIKE_FOLLOW], rule.threshold * median, series):
+            return [make_finding("exploding_gradients", tag, steps[i], values[i],
                              f"the gradient norm jumped to {values[i]:.4g} at step {steps[i]}, "
                              f"{values[i] / median:.0f}x the median {median:.4g} of the points before")]
     return []
+
+
+def _persists(following: np.ndarray, level: float, series: Series) -> bool:
+    """A jump that is more than one noisy point: the run ended there or went non-finite, or one of the
+    SPIKE_FOLLOW points after it is also above ``level``."""
+    return len(following) == 0 or not np.isfinite(series[1]).all() or bool((following > level).any())
 
 
 def check_vanishing(tag: str, series: Series, loss: Series | None) -> list[Finding]:
@@ -236,7 +351,7 @@ def check_vanishing(tag: str, series: Series, loss: Series | None) -> list[Findi
     if len(values) < 2 * rule.window:
         return []
     start = float(np.median(values[:rule.window]))
-    first = _stays_from(values < rule.threshold * start)
+    first = stays_from(values < rule.threshold * start)
     if loss is not None:
         loss_values = finite_points(loss)[1]
         if len(loss_values) and np.median(loss_values[-rule.window:]) < rule.guard * np.median(
@@ -244,7 +359,7 @@ def check_vanishing(tag: str, series: Series, loss: Series | None) -> list[Findi
             return []  # the loss fell too: small gradients of a converged run
     if first is None:
         return []
-    return [_finding("vanishing_gradients", tag, steps[first], values[first],
+    return [make_finding("vanishing_gradients", tag, steps[first], values[first],
                      f"the gradient norm fell to {values[first]:.3g} at step {steps[first]} "
                      f"({values[first] / start:.1e}x its start {start:.3g}) and stayed there")]
 
@@ -260,10 +375,10 @@ def check_stalled_layers(ratios: dict[str, Series]) -> list[Finding]:
     for tag in table.columns:
         others = table.drop(columns=tag).median(axis=1)
         own = table[tag].dropna()
-        first = _stays_from((own < rule.threshold * others.loc[own.index]).to_numpy())
+        first = stays_from((own < rule.threshold * others.loc[own.index]).to_numpy())
         if first is not None and len(own) - first >= rule.window:
             step, value = int(own.index[first]), float(own.iloc[first])
-            findings.append(_finding("stalled_layer", tag, step, value,
+            findings.append(make_finding("stalled_layer", tag, step, value,
                                      f"{tag} is {value:.2g} from step {step} on, while the other layers' "
                                      f"median is {others.loc[step]:.2g}"))
     return findings
@@ -276,61 +391,15 @@ def check_learning_rate(tag: str, series: Series) -> list[Finding]:
         return []
     run_steps, peak, findings = steps[-1] + 1, float(values.max()), []
     if run_steps >= rule_warm.window and values[0] >= rule_warm.threshold * peak:
-        findings.append(_finding("lr_never_warmed_up", tag, steps[0], values[0],
+        findings.append(make_finding("lr_never_warmed_up", tag, steps[0], values[0],
                                  f"the learning rate started at {values[0]:.3g}, its peak {peak:.3g}, in a run "
                                  f"of {run_steps} steps"))
     if run_steps >= rule_decay.window and values[-1] >= rule_decay.threshold * peak:
         i = int(np.flatnonzero(values >= rule_decay.threshold * peak)[0])
-        findings.append(_finding("lr_never_decayed", tag, steps[i], values[i],
+        findings.append(make_finding("lr_never_decayed", tag, steps[i], values[i],
                                  f"the learning rate reached its peak {peak:.3g} at step {steps[i]} and ended at"
                                  f" {values[-1]:.3g}"))
     return findings
-
-
-# --------------------------------------------------------------------------------------------- histogram rules
-
-
-def histogram_stats(frame) -> np.ndarray:
-    """One row per logged step: ``min, max, mean, std`` (the std from bucket centres), shape ``(steps, 4)``."""
-    rows = []
-    for h in frame.itertuples():
-        centres = (np.asarray(h.edges[:-1]) + np.asarray(h.edges[1:])) / 2
-        counts = np.asarray(h.counts, dtype=float)
-        mean = h.sum / h.count if h.count else 0.0
-        spread = math.sqrt(max(float((counts * (centres - mean) ** 2).sum() / max(counts.sum(), 1)), 0.0))
-        rows.append((h.min, h.max, mean, spread))
-    return np.asarray(rows, dtype=float).reshape(-1, 4)
-
-
-def check_dead_layers(weights: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[Finding]:
-    rule = RULES["dead_layer"]
-    frozen: dict[str, np.ndarray] = {}
-    for tag, (_, stats) in weights.items():
-        scale = np.maximum(stats[:-1, 1] - stats[:-1, 0], np.maximum(np.abs(stats[:-1, 2]), 1e-12))
-        frozen[tag] = np.abs(np.diff(stats, axis=0)).max(axis=1) < rule.threshold * scale
-    findings = []
-    for tag, mask in frozen.items():
-        first = _stays_from(mask)
-        moving = any(not other[-1] for name, other in frozen.items() if name != tag and len(other))
-        if first is not None and len(mask) - first >= rule.window and moving:
-            steps, stats = weights[tag]
-            findings.append(_finding("dead_layer", tag, steps[first], stats[first, 3],
-                                     f"{tag} has not changed since step {steps[first]} "
-                                     f"({len(mask) - first} logged intervals) while other layers still move"))
-    return findings
-
-
-def check_collapsed(tag: str, steps: np.ndarray, stats: np.ndarray) -> list[Finding]:
-    rule = RULES["collapsed_histogram"]
-    spread = stats[:, 1] - stats[:, 0]
-    if not len(spread) or spread[0] <= 0:
-        return []
-    first = _stays_from(spread <= rule.threshold * spread[0])
-    if first is None or len(spread) - first < rule.window:
-        return []
-    return [_finding("collapsed_histogram", tag, steps[first], spread[first],
-                     f"{tag}'s range shrank from {spread[0]:.3g} to {spread[first]:.3g} at step {steps[first]}"
-                     f" and stayed collapsed")]
 
 
 # --------------------------------------------------------------------------------------------- reading runs

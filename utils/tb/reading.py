@@ -87,16 +87,18 @@ def _missing(run: str | Path, kind: str, tag: str, available: Mapping[str, list[
 
 
 def _tensor_events(acc, tag: str) -> list:
-    """The tensor events of a tag, one per step: the last one written.
+    """The tensor events of a tag as TensorBoard's default (Rust) loader serves them.
 
-    TensorBoard's Python loader purges on a resumed run (``purge_step``) only the classic scalar, histogram
-    and image records, not tensors (text, and TF2 scalars and histograms), so a step written before an
-    interruption and again after the resume would appear twice. Keeping the last value written for a step
-    is what TensorBoard's Rust loader does."""
-    latest = {}
-    for event in acc.Tensors(tag):
-        latest[event.step] = event
-    return sorted(latest.values(), key=lambda event: event.step)
+    When a step s arrives again (a resumed run), the Rust loader drops every record at a step >= s
+    ("preempts" them) and keeps what follows; TensorBoard's Python loaders purge only classic scalar,
+    histogram and image records on a resume, not tensors (text, TF2 scalars and histograms), so without this
+    a step written before an interruption and again after the resume would appear twice."""
+    kept: list = []
+    for event in acc.Tensors(tag):  # in the order the files hold them
+        if kept and event.step <= kept[-1].step:
+            kept = [earlier for earlier in kept if earlier.step < event.step]
+        kept.append(event)
+    return kept
 
 
 def _tensor_values(event) -> np.ndarray:
@@ -300,3 +302,15 @@ def read_custom_scalars(run: str | Path) -> pd.DataFrame:
                 tags = [(s.value, s.lower, s.upper) for s in chart.margin.series]
             rows.append((category.title, chart.title, kind, tags))
     return pd.DataFrame(rows, columns=["category", "title", "kind", "tags"])
+
+
+def average_precision(curve: pd.Series) -> float:
+    """The average precision of one PR curve (a row of ``read_pr_curves``): the precision at each
+    threshold weighted by the recall it adds, ``sum_i (R_i - R_{i+1}) P_i`` with ``R`` falling to 0
+    after the highest threshold, as scikit-learn's ``average_precision_score`` on these thresholds.
+    Thresholds that call no example positive are skipped (tensorboardX records precision 0 there)."""
+    predicted = np.asarray(curve.tp) + np.asarray(curve.fp)
+    keep = predicted > 0
+    recall, precision = np.asarray(curve.recall)[keep], np.asarray(curve.precision)[keep]
+    next_recall = np.append(recall[1:], 0.0)
+    return float(((recall - next_recall) * precision).sum())

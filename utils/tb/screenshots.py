@@ -2,9 +2,11 @@
 
 ``python -m utils.tb.screenshots --runs runs --out book/images/tensorboard`` starts ``tensorboard`` on a
 free port of 127.0.0.1 over ``--runs``, waits until the server lists the runs every picture needs
-(``/data/runs``), opens each dashboard of ``DASHBOARDS`` in headless Chromium and saves ``<name>.png``,
-stops the server, and prints which runs each picture showed. The same URLs, window size and runs give the
-same pictures. Chromium is ``$BOOK_BROWSER``, else ``chromium`` or ``chromium-browser`` on the PATH.
+(``/data/runs``), opens each dashboard of ``DASHBOARDS`` in headless Chromium (``utils.tb.browser``, over the
+DevTools Protocol), waits until the page shows what the picture is for (each dashboard's ``shows``: run
+names, card and tag titles) and no empty-state text (``EMPTY_STATES``), saves ``<name>.png`` of that same
+page, stops the server, and prints which runs each picture showed. The same URLs, window size and runs give
+the same pictures. Chromium is ``$BOOK_BROWSER``, else ``chromium`` or ``chromium-browser`` on the PATH.
 """
 
 from __future__ import annotations
@@ -16,55 +18,104 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from utils.tb.browser import Page
 from utils.tb.showing import HOST, get_json, start_server, stop_server, wait_for_server
 
 WINDOW = (1280, 900)
 HEADER_PX = 64  # TensorBoard's orange bar of dashboard names: present even when nothing else rendered
 SERVER_TIMEOUT_S = 120
-# TensorBoard draws its charts only when Chromium lets its timers run (virtual time), and the Projector needs
-# a software WebGL (SwiftShader). The Time Series tab loads its cards only once they scroll into view, which
-# headless Chromium never reports: its cards stay empty, so the pictures use the Scalars tab (same data).
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars", "--enable-unsafe-swiftshader", "--virtual-time-budget=15000",
-                  f"--window-size={WINDOW[0]},{WINDOW[1]}")
+PAGE_TIMEOUT_S = 180  # a busy 2-core machine draws a dashboard in 5-60 s
+SETTLE_POLLS = 3  # the page's text must stay the same for this many polls (0.75 s apart) before the picture
+# What TensorBoard 2.21 shows instead of a dashboard (its webfiles.zip and the Projector's projector_binary.js):
+# a picture of any of these is a picture of nothing.
+EMPTY_STATES = (
+    "No scalar data was found.", "No image data was found.", "No histogram data was found.",
+    "No distribution data was found.", "No text data was found.", "No precision–recall curve data was found.",
+    "No hparams data was found.", "No graph definition files were found.", "No audio data was found.",
+    "No point cloud data was found.", "No dashboards are active for the current data set.",
+    "The custom scalars dashboard is inactive.", "No checkpoint was found.", "No checkpoint has been saved yet",
+    "No matches for tag filter", "There are no runs matching the regex", "Data could not be loaded.",
+    "Failed to fetch runs",
+)
+HARDEST_DIGIT = "{hardest_digit}"  # in a url or shows: the digit whose PR curve has the lowest average precision
+# The Projector's "Color by" menu, set through its Polymer element (no URL parameter selects it). True once done.
+COLOR_PROJECTOR_BY_KIND = r"""
+(() => {
+  const find = (root) => {
+    for (const el of root.querySelectorAll('*')) {
+      if (el.tagName === 'VZ-PROJECTOR-DATA-PANEL') return el;
+      const inside = (el.shadowRoot && find(el.shadowRoot)) ||
+        (el.tagName === 'IFRAME' && el.contentDocument && find(el.contentDocument));
+      if (inside) return inside;
+    }
+    return null;
+  };
+  const panel = find(document);
+  if (!panel || !(panel.colorOptions || []).some(o => o.name === 'kind')) return false;
+  panel.selectedColorOptionName = 'kind';
+  return true;
+})()
+"""
 
 
 @dataclass(frozen=True)
 class Dashboard:
     """One picture: ``name`` (the PNG's stem), ``url`` (path, query and fragment after the server's
     address), ``runs`` (a regular expression: the server must list at least one run matching it, and the
-    picture shows those), ``plugin`` (TensorBoard's name for the dashboard) and ``under`` (a sub-folder of
+    picture shows those), ``plugin`` (TensorBoard's name for the dashboard), ``under`` (a sub-folder of
     the log folder to serve instead of all of it, for a dashboard that cannot be told which runs to show:
     the Projector and the Graphs dashboard open the first run that has their data, HParams lists every
-    run with hyper-parameters)."""
+    run with hyper-parameters), ``shows`` (strings the page's visible text must contain before it is
+    photographed: the runs and the card titles the caption talks about) and ``script`` (JavaScript run
+    in the page until it returns true, for a setting no URL carries)."""
 
     name: str
     url: str
     runs: str
     plugin: str
     under: str = ""
+    shows: tuple[str, ...] = ()
+    script: str = ""
 
 
+SWEEP = ("sweep-lr=0.01", "sweep-lr=0.1", "sweep-lr=1.0", "sweep-lr=3.0")
+LOSSES = "%5E(train%7Cval)%2Floss%24"  # ^(train|val)/loss$
+HEALTHY_AND_DEAD = "sweep-lr%3D(0%5C.1%7C3%5C.0)%24"  # sweep-lr=(0\.1|3\.0)$: the runs the chapter compares
 DASHBOARDS = (
-    Dashboard("scalars", "/#scalars&regexInput=sweep&tagFilter=%5E(train%7Cval)%2Floss%24", r"^sweep-",
-              "scalars", under="ch07"),
+    Dashboard("time_series", f"/?runFilter=sweep&tagFilter={LOSSES}#timeseries", r"^sweep-", "timeseries",
+              under="ch07", shows=(*SWEEP, "train/loss", "val/loss", "Smoothed")),
+    Dashboard("scalars", f"/#scalars&regexInput=sweep&tagFilter={LOSSES}", r"^sweep-", "scalars",
+              under="ch07", shows=(*SWEEP, "train/loss", "val/loss")),
     Dashboard("scalars_ch04_ch05", "/#scalars&regexInput=ch0%5B45%5D%2F&tagFilter=%5Eval%2Floss%24",
-              r"^ch0[45]/", "scalars"),
-    Dashboard("custom_scalars", "/#custom_scalars&regexInput=ch07%2Fcnn", r"^ch07/cnn$", "custom_scalars"),
-    Dashboard("histograms", "/#histograms&regexInput=sweep&tagFilter=activations", r"^ch07/sweep-",
-              "histograms"),
-    Dashboard("images", "/#images&regexInput=ch07%2Fcnn", r"^ch07/cnn$", "images"),
-    Dashboard("pr_curves", "/#pr_curves&regexInput=ch07%2Fcnn", r"^ch07/cnn$", "pr_curves"),
-    Dashboard("text", "/#text&regexInput=ch07%2Ftext", r"^ch07/text$", "text"),
-    Dashboard("graphs", "/#graphs", r"^graph$", "graphs", under="ch07"),
-    Dashboard("hparams", "/#hparams", r"^sweep-", "hparams", under="ch07"),
-    Dashboard("projector", "/#projector", r"^projector$", "projector", under="ch07"),
+              r"^ch0[45]/", "scalars", shows=("ch04/good", "ch04/lr_too_high", "ch05/live", "val/loss")),
+    Dashboard("custom_scalars", "/#custom_scalars&regexInput=ch07%2Fcnn", r"^ch07/cnn$", "custom_scalars",
+              shows=("ch07/cnn", "Losses", "train vs validation", "Accuracy", "validation, 95 % interval")),
+    Dashboard("histograms", f"/#histograms&regexInput={HEALTHY_AND_DEAD}&tagFilter=%5Eactivations%2Fhidden%24",
+              r"^sweep-lr=(0\.1|3\.0)$", "histograms", under="ch07",
+              shows=("sweep-lr=0.1", "sweep-lr=3.0", "activations/hidden")),
+    Dashboard("distributions",
+              f"/#distributions&regexInput={HEALTHY_AND_DEAD}&tagFilter=%5Eweights%2F0%5C.weight%24",
+              r"^sweep-lr=(0\.1|3\.0)$", "distributions", under="ch07",
+              shows=("sweep-lr=0.1", "sweep-lr=3.0", "weights/0.weight")),
+    Dashboard("images", "/#images&regexInput=ch07%2Fcnn&tagFilter=confusion%7Cinputs%7Cmisclassified",
+              r"^ch07/cnn$", "images",
+              shows=("ch07/cnn", "confusion", "inputs/original", "inputs/augmented", "misclassified")),
+    Dashboard("pr_curves", f"/#pr_curves&regexInput=ch07%2Fcnn&tagFilter=%5Epr%2Fdigit_{HARDEST_DIGIT}%24",
+              r"^ch07/cnn$", "pr_curves", shows=("ch07/cnn", f"pr/digit_{HARDEST_DIGIT}", "ch07/cnn is at")),
+    Dashboard("text", "/#text&regexInput=ch07%2Ftext", r"^ch07/text$", "text",
+              shows=("ch07/text", "gpt samples/text_summary", "temperature", "sample")),
+    Dashboard("graphs", "/#graphs", r"^graph$", "graphs", under="ch07", shows=("Main Graph", "Sequential")),
+    Dashboard("hparams", "/#hparams", r"^sweep-", "hparams", under="ch07",
+              shows=(*SWEEP, "lr", "hparam/best_val_loss")),
+    Dashboard("projector", "/#projector", r"^projector$", "projector", under="ch07",
+              shows=("1 tensor found", "Color by", "vowel", "consonant", "punctuation", "PCA"),
+              script=COLOR_PROJECTOR_BY_KIND),
 )
 
 
@@ -128,22 +179,71 @@ def picture_problem(png: str | Path) -> str | None:
     return None
 
 
-def photograph(url: str, png: Path, browser: str, timeout_s: float = 180) -> None:
-    """Save a screenshot of ``url`` to ``png`` with headless Chromium, in a fresh profile; raise when the
-    picture is blank (``picture_problem``)."""
-    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
-        command = [browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={png}", url]
-        subprocess.run(command, capture_output=True, timeout=timeout_s, check=True)
-    if not png.is_file():
-        raise RuntimeError(f"Chromium wrote no screenshot of {url} to {png}")
-    problem = picture_problem(png)
-    if problem:
-        raise RuntimeError(f"{problem}: TensorBoard did not draw {url} in time (a busy machine needs a larger "
-                           "--virtual-time-budget)")
+def page_problem(texts: Sequence[str], shows: Sequence[str]) -> str | None:
+    """Why a page's visible text (``Page.visible_text``) is not the dashboard a picture is for, or None when
+    it is: a string of ``shows`` is missing, or an empty-state text of ``EMPTY_STATES`` is there. Text split
+    over several nodes (Time Series writes ``train`` and ``/loss`` apart) counts as one string."""
+    joined = "".join(texts)
+    spaced = " ".join(" ".join(text.split()) for text in texts)
+    missing = [wanted for wanted in shows if wanted not in joined and wanted not in spaced]
+    empty = [state for state in EMPTY_STATES if state in spaced]
+    problems = []
+    if empty:
+        problems.append(f"it shows TensorBoard's empty state {empty}")
+    if missing:
+        problems.append(f"it does not show {missing}")
+    return "; ".join(problems) or None
 
 
-def take_screenshots(logdir: str | Path, out: str | Path,
-                     dashboards: Sequence[Dashboard] = DASHBOARDS) -> dict[str, dict]:
+def hardest_digit(run: str | Path) -> int:
+    """The digit whose last PR curve (``pr/digit_<d>`` of ``run``) has the lowest average precision: the one
+    the chapter reads a threshold off, as its cell computes it."""
+    from utils.tb.reading import average_precision, read_pr_curves
+
+    precision = {d: average_precision(read_pr_curves(run, f"pr/digit_{d}").iloc[-1]) for d in range(10)}
+    return min(precision, key=precision.get)
+
+
+def resolved(dashboard: Dashboard, logdir: Path, runs: Sequence[str]) -> Dashboard:
+    """``dashboard`` with ``HARDEST_DIGIT`` replaced by the digit of its first run (``runs``, as the server
+    named them, under ``logdir``)."""
+    if HARDEST_DIGIT not in dashboard.url + "".join(dashboard.shows):
+        return dashboard
+    digit = str(hardest_digit(logdir / runs[0]))
+    return replace(dashboard, url=dashboard.url.replace(HARDEST_DIGIT, digit),
+                   shows=tuple(s.replace(HARDEST_DIGIT, digit) for s in dashboard.shows))
+
+
+def photograph(url: str, png: Path, browser: str, dashboard: Dashboard, timeout_s: float = PAGE_TIMEOUT_S) -> None:
+    """Open ``url`` in a fresh headless Chromium (``WINDOW`` pixels), run ``dashboard.script`` until it
+    returns true, wait until the page shows ``dashboard.shows`` and no empty state and its text has settled,
+    and save that same page to ``png``. Raises ``RuntimeError`` naming the dashboard and what the page lacked
+    (``page_problem``) or that the picture stayed blank (``picture_problem``) after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    problem, previous, settled, scripted = "the page did not load", None, 0, not dashboard.script
+    draft = png.with_name(f".{png.name}")  # the picture replaces png only once it passed
+    with Page(browser, *WINDOW, timeout_s=min(timeout_s, 60)) as page:
+        page.navigate(url)
+        while time.monotonic() < deadline:
+            time.sleep(0.75)
+            scripted = scripted or bool(page.evaluate(dashboard.script))
+            texts = page.visible_text()
+            problem = page_problem(texts, dashboard.shows) or (None if scripted else "its script did not run")
+            settled = settled + 1 if problem is None and texts == previous else 0
+            previous = texts
+            if settled < SETTLE_POLLS:
+                continue
+            page.screenshot(draft)
+            problem = picture_problem(draft)
+            if problem is None:
+                draft.replace(png)
+                return
+    draft.unlink(missing_ok=True)
+    raise RuntimeError(f"the {dashboard.name} dashboard ({url}) after {timeout_s:.0f} s: {problem}")
+
+
+def take_screenshots(logdir: str | Path, out: str | Path, dashboards: Sequence[Dashboard] = DASHBOARDS,
+                     timeout_s: float = PAGE_TIMEOUT_S) -> dict[str, dict]:
     """Photograph each dashboard of TensorBoard serving ``logdir`` (or its ``under`` sub-folder) into
     ``out/<name>.png``. Returns ``{name: {"png": path, "runs": [the runs the server listed for it],
     "plugin_active": bool}}``, in the order of ``dashboards``."""
@@ -153,12 +253,12 @@ def take_screenshots(logdir: str | Path, out: str | Path,
     report: dict[str, dict] = {}
     for under in dict.fromkeys(d.under for d in dashboards):  # one server per folder, in order
         group = [d for d in dashboards if d.under == under]
-        report.update(_photograph_group(Path(logdir) / under, out, group, browser))
+        report.update(_photograph_group(Path(logdir) / under, out, group, browser, timeout_s))
     return {d.name: report[d.name] for d in dashboards}
 
 
-def _photograph_group(logdir: Path, out: Path, dashboards: Sequence[Dashboard],
-                      browser: str) -> dict[str, dict]:
+def _photograph_group(logdir: Path, out: Path, dashboards: Sequence[Dashboard], browser: str,
+                      timeout_s: float) -> dict[str, dict]:
     """``take_screenshots`` for dashboards that share one server over ``logdir``."""
     with tempfile.TemporaryDirectory(prefix="tensorboard-screenshots-") as scratch:
         log_path = Path(scratch) / "tensorboard.log"
@@ -168,7 +268,8 @@ def _photograph_group(logdir: Path, out: Path, dashboards: Sequence[Dashboard],
             report = {}
             for dashboard in dashboards:
                 png = out / f"{dashboard.name}.png"
-                photograph(f"http://{HOST}:{port}{dashboard.url}", png, browser)
+                shown_dashboard = resolved(dashboard, logdir, shown[dashboard.name])
+                photograph(f"http://{HOST}:{port}{shown_dashboard.url}", png, browser, shown_dashboard, timeout_s)
                 active = bool(listing.get(dashboard.plugin, {}).get("enabled", False))
                 report[dashboard.name] = {"png": png, "runs": shown[dashboard.name],
                                           "plugin_active": active}

@@ -10,7 +10,7 @@ import math
 import os
 import re
 import shutil
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -116,18 +116,21 @@ class RunWriter(SummaryWriter):
             raise NonFiniteScalarError(f"histogram {tag!r} at step {global_step} contains NaN or inf values")
         super().add_histogram(tag, array, global_step, bins=bins, walltime=walltime, max_bins=max_bins)
 
-    def add_hparams_here(self, hparams: Mapping[str, Any], metrics: Iterable[str]) -> None:
+    def add_hparams_here(self, hparams: Mapping[str, Any]) -> None:
         """Record hyper-parameters in *this* run (``add_hparams`` would create a child
-        run).
+        run), as a session start: the HParams dashboard lists the run with these values.
 
-        ``metrics`` are scalar tags this run logs (with ``add_scalar``); the HParams
-        dashboard shows their last value. Use tags that are not also logged under
-        another meaning (e.g. ``hparam/val_loss``).
+        No experiment summary: TensorBoard takes the first one it finds under the folder
+        it serves and shows only its columns, so tensorboardX's one per run hides every
+        other run's hyper-parameters. Without any, the dashboard builds its columns from
+        all the runs it serves: the union of their hyper-parameters, and every scalar
+        tag they log as a metric.
         """
         from tensorboardX.summary import hparams as hparams_summaries
 
         clean = {k: (v if isinstance(v, (bool, int, float, str)) else str(v)) for k, v in hparams.items()}
-        for summary in hparams_summaries(clean, dict.fromkeys(metrics, 0.0)):
+        _experiment, session_start, session_end = hparams_summaries(clean, {})
+        for summary in (session_start, session_end):
             self._get_file_writer().add_summary(summary)
 
 
@@ -162,7 +165,7 @@ def _prepare_dir(path: Path, on_exists: str) -> None:
 
 @contextmanager
 def open_run(chapter: str, run: str, *, hparams: Mapping[str, Any] | None = None,
-             hparam_metrics: Iterable[str] = (), on_exists: Literal["replace", "append", "error"] = "replace",
+             on_exists: Literal["replace", "append", "error"] = "replace",
              purge_step: int | None = None, root: str | Path | None = None, flush_secs: int = 10,
              allow_non_finite: bool = False) -> Iterator[RunWriter]:
     """Open ``runs/<chapter>/<run>`` for writing and yield a ``RunWriter``; flush and
@@ -171,7 +174,7 @@ def open_run(chapter: str, run: str, *, hparams: Mapping[str, Any] | None = None
     on_exists: what to do with an earlier run of the same name: ``"replace"`` (default: re-executing a
         notebook replaces its runs instead of piling up copies), ``"append"`` (resume; pass ``purge_step``
         = the first step to be written again) or ``"error"``.
-    hparams / hparam_metrics: recorded in this run for the HParams dashboard (see ``add_hparams_here``).
+    hparams: recorded in this run for the HParams dashboard (see ``add_hparams_here``).
     The event file name carries the process id and a per-process serial number, so two writers that open the
     same directory within one second (tensorboardX names files by the second) never overwrite each other;
     both are zero-padded, so that a later writer's file sorts after an earlier one's.
@@ -189,7 +192,7 @@ def open_run(chapter: str, run: str, *, hparams: Mapping[str, Any] | None = None
     _OPEN_RUN_DIRS.add(path)
     try:
         if hparams:
-            writer.add_hparams_here(hparams, hparam_metrics)
+            writer.add_hparams_here(hparams)
         yield writer
     finally:
         _OPEN_RUN_DIRS.discard(path)

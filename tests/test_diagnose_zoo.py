@@ -1,0 +1,139 @@
+"""The zoo of ``tests/zoo.py`` and the scoring of ``benchmarks/diagnose_zoo.py``: the scores counted right
+on a hand-made set of findings; a small part of the zoo (one seed) built as labelled, with every run it
+labels on disk, and no error-severity finding on any of its healthy runs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks import diagnose_zoo
+from tests import book_runs, zoo
+from utils import diagnose, tb
+
+
+def finding(rule: str, severity: str = "warning", tag: str = "train/loss", step: int = 0) -> diagnose.Finding:
+    return diagnose.Finding(rule, severity, tag, step, 1.0, "", "")
+
+
+LABELS = {"book/h1": "healthy", "book/h2": "healthy", "tutorial/high": "lr_too_high", "book/nan": "non_finite",
+          "hf/over": "overfitting", "split/over": "overfitting", "book/shuffled": "shuffled_labels"}
+FINDINGS = {
+    "book/h1": [],
+    "book/h2": [finding("plateau"), finding("plateau", tag="val/loss")],  # one run: plateau counts once
+    "tutorial/high": [finding("divergence", "error"), finding("dead_units")],
+    "book/nan": [finding("non_finite", "error"), finding("divergence", "error")],
+    "hf/over": [finding("overfitting", tag="eval/loss")],
+    "split/over": [finding("plateau")],  # missed: overfitting's only rule did not fire
+    "book/shuffled": [finding("no_validation_progress", tag="val/loss")],
+}
+RULES = ["non_finite", "divergence", "plateau", "overfitting", "no_validation_progress", "dead_units"]
+# the scoring's own table, fixed here (tests/book_runs.FAULT_NAMES, which the benchmark uses, may change)
+FAULT_NAMES = {"non_finite": {"non_finite"}, "lr_too_high": {"divergence"}, "overfitting": {"overfitting"},
+               "shuffled_labels": {"no_validation_progress"}}
+
+
+@pytest.fixture(scope="module")
+def scored():
+    return diagnose_zoo.score(LABELS, FINDINGS, RULES, FAULT_NAMES)
+
+
+def test_rule_scores_count_runs_by_what_each_rule_may_name(scored):
+    counts = {rule: (s["tp"], s["fp"], s["fn"]) for rule, s in scored["rules"].items()}
+    assert counts == {
+        "non_finite": (1, 0, 0),
+        "divergence": (1, 1, 0),  # names lr_too_high; may not name non_finite
+        "plateau": (0, 2, 0),  # a healthy run, an overfitting one
+        "overfitting": (1, 0, 1),  # split/over missed
+        "no_validation_progress": (1, 0, 0),
+        "dead_units": (0, 1, 0),  # may not name lr_too_high
+    }
+    assert scored["rules"]["divergence"]["precision"] == 0.5 and scored["rules"]["divergence"]["recall"] == 1.0
+    assert scored["rules"]["overfitting"]["recall"] == 0.5 and scored["rules"]["plateau"]["precision"] == 0.0
+    assert scored["rules"]["plateau"]["recall"] is None  # nothing it may name in this set
+
+
+def test_fault_scores_recall_and_false_calls(scored):
+    faults = scored["faults"]
+    assert faults["healthy"] == {"runs": 2, "named": 1, "falsely_called": 0, "false_alarm_runs": 1,
+                                 "recall": 0.5, "precision": None}
+    assert (faults["overfitting"]["named"], faults["overfitting"]["recall"]) == (1, 0.5)
+    # the NaN run's divergence may name lr_too_high, not non_finite: lr_too_high is falsely called once
+    assert (faults["lr_too_high"]["named"], faults["lr_too_high"]["falsely_called"]) == (1, 1)
+    assert faults["lr_too_high"]["precision"] == 0.5 and faults["lr_too_high"]["false_alarm_runs"] == 1
+    assert faults["non_finite"]["precision"] == 1.0
+
+
+def test_wrong_verdicts_list_misses_and_false_alarms(scored):
+    wrong = {item["run"]: (item["verdict"], item["extra_rules"]) for item in scored["wrong"]}
+    assert wrong == {"book/h2": ("false alarm", ["plateau"]), "tutorial/high": ("false alarm", ["dead_units"]),
+                     "book/nan": ("false alarm", ["divergence"]),
+                     "split/over": ("missed + false alarm", ["plateau"])}
+    assert scored["layouts"]["split"] == {"runs": 1, "broken": 1, "missed": 1, "false_alarm": 1}
+    assert scored["layouts"]["book"] == {"runs": 4, "broken": 2, "missed": 0, "false_alarm": 2}
+
+
+def test_a_rule_outside_the_table_is_scored_and_reports_must_match_labels():
+    extra = {**FINDINGS, "book/h1": [finding("loss_spike")]}
+    scores = diagnose_zoo.score(LABELS, extra, RULES, FAULT_NAMES)
+    assert scores["rules"]["loss_spike"]["fp"] == 1
+    with pytest.raises(ValueError, match="differ"):
+        diagnose_zoo.score({**LABELS, "book/ghost": "healthy"}, FINDINGS, RULES, FAULT_NAMES)
+
+
+def test_the_plan_writes_each_recipe_in_every_other_layout_across_seeds():
+    plan = zoo.zoo_plan()
+    for name, recipe in zoo.RECIPES.items():
+        assert recipe.fault == "healthy" or recipe.fault in book_runs.FAULT_NAMES, name
+        layouts = {layout for recipe_name, _, _, layout in plan if recipe_name == name}
+        assert layouts == {"tutorial", "split", "hf"}, name
+
+
+# --------------------------------------------------------------------------------------------- a real part of the zoo
+
+
+SMALL = [name for name, r in zoo.RECIPES.items() if r.fault == "healthy"] + \
+    ["lr_too_high", "non_finite", "overfitting", "shuffled_labels"]
+
+
+@pytest.fixture(scope="module")
+def small_zoo(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("zoo")
+    labels = zoo.write_zoo(folder, seeds=(0,), recipes=SMALL, one_batch=True)
+    return folder, labels, {r.run: r for r in diagnose.diagnose(folder)}
+
+
+def _loss(folder, run: str, tag: str = "train/loss") -> np.ndarray:
+    frame = tb.read_scalars(folder / run, [tag])
+    return frame.value.to_numpy(dtype=float)
+
+
+@pytest.mark.slow
+def test_the_zoo_is_built_as_labelled(small_zoo):
+    folder, labels, reports = small_zoo
+    assert sorted(labels) == sorted(reports)  # every run labelled, and nothing else written
+    assert len(labels) == 2 * len(SMALL) and set(labels.values()) == {"healthy", "lr_too_high", "non_finite",
+                                                                       "overfitting", "shuffled_labels"}
+    batch = {name: zoo.RECIPES[name].batches[0] for name in SMALL}
+    assert not np.isfinite(_loss(folder, f"book/non_finite-b{batch['non_finite']}-s0")).all()
+    high = _loss(folder, f"book/lr_too_high-b{batch['lr_too_high']}-s0")
+    assert np.nanmax(high) > 3 * high[0]  # the loss climbs
+    val = _loss(folder, f"book/overfitting-b{batch['overfitting']}-s0", "val/loss")
+    assert val[-1] > 1.1 * val.min() and val.argmin() < len(val) - 1
+    accuracy = _loss(folder, f"book/shuffled_labels-b{batch['shuffled_labels']}-s0", "val/accuracy")
+    assert accuracy.max() < 0.25  # chance is 0.1
+    for name in SMALL:
+        run = f"book/{name}-b{batch[name]}-s0"
+        assert math.isfinite(_loss(folder, run)[0]), run
+
+
+@pytest.mark.slow
+def test_no_healthy_run_of_the_zoo_gets_an_error(small_zoo):
+    _, labels, reports = small_zoo
+    healthy = [run for run, fault in labels.items() if fault == "healthy"]
+    assert len(healthy) == 8 and {run.split("/")[0] for run in healthy} >= {"book", "tutorial", "split", "hf"}
+    errors = {run: [(f.rule, f.tag, f.step) for f in reports[run].findings if f.severity == "error"]
+              for run in healthy}
+    assert errors == {run: [] for run in healthy}

@@ -1,0 +1,263 @@
+"""A zoo of real small trainings, each built with one known fault or none, to measure ``utils.diagnose`` on
+(issue 20: "rules with a noise model, calibrated on a zoo"; ``benchmarks/diagnose_zoo.py`` scores it).
+
+Every training is chapter 8's MLP on the 8x8 digits (``utils.chapters.ch08_broken_runs``: its ``Setting``,
+``digits_data``, ``DeepMLP``, ``make_optimizer``, ``loss_function``), trained by the book's loop
+(``utils.loop.train``) and logged by it in the book's layout (``train/loss``, ``train/grad_norm``,
+``train/lr``, ``val/loss``, ``val/accuracy``, ``weights/*`` and ``grads/*`` histograms, ``update_ratio/*``),
+plus ``activations/layers.<i>`` histograms of each hidden layer's output on 256 held-out images (what the
+dead-unit rule reads; the loop does not log them). The same training is then written again in one other
+layout, in turn: the PyTorch tutorial's ``Loss/train`` + ``Loss/test`` (tensorboardX), one writer per split
+(``RUN/train`` + ``RUN/val``, each logging ``loss`` and ``accuracy``, torch.utils.tensorboard), or Hugging
+Face's Trainer's tags (``train/loss`` averaged over 10 updates, ``train/grad_norm``, ``train/learning_rate``,
+``train/epoch`` every 10 global steps, 1-based; ``eval/loss`` and ``eval/accuracy`` once per epoch).
+
+``write_zoo(folder)`` writes every recipe at every seed and batch size and returns ``{run name: fault}``;
+run names are ``<layout>/<recipe>-b<batch>-s<seed>`` (what ``utils.diagnose`` calls them when given
+``folder``). Faults are named as in ``tests.book_runs.FAULT_NAMES``, plus ``"healthy"``. One thread.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from utils.chapters import ch08_broken_runs as ch08
+
+HISTOGRAM_EVERY = 25
+UPDATE_RATIO_EVERY = 5
+HF_LOGGING_STEPS = 10
+LAYOUTS = ("book", "tutorial", "split", "hf")  # the book's, then the other layouts taken in turn
+BASE = replace(ch08.Setting(), steps=200)  # depth 2, width 64, ReLU, SGD with momentum at 0.05
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One kind of training: its fault, its setting (``batch`` is set per run), the batch sizes and seeds it
+    is trained at, validation every ``eval_every`` updates, a linear warm-up of ``warmup`` updates, and a
+    cosine decay to a tenth of the rate when ``decay`` (else a constant rate, as chapter 8)."""
+
+    fault: str
+    setting: ch08.Setting
+    batches: tuple[int, ...]
+    eval_every: int = 10
+    warmup: int = 0
+    decay: bool = False
+    why: str = ""
+
+
+OVERFIT = replace(BASE, depth=1, width=256, optimizer="adamw", lr=3e-3, train_examples=50, steps=300)
+EXPLODING = replace(BASE, depth=8, init="kaiming", init_gain=1.8, lr=0.02, steps=150)
+VANISHING = replace(BASE, depth=6, activation="sigmoid", lr=0.1, steps=250)
+
+RECIPES: dict[str, Recipe] = {
+    "healthy-warmup": Recipe("healthy", BASE, (8, 16), warmup=20, decay=True,
+                             why="small noisy batches, warm-up and cosine decay"),
+    "healthy-sparse": Recipe("healthy", replace(BASE, lr=0.02, steps=250), (8, 16), eval_every=50, decay=True,
+                             why="validation every 50 updates only"),
+    "healthy-adamw": Recipe("healthy", replace(BASE, optimizer="adamw", lr=2e-3, weight_decay=0.01), (16, 32),
+                            eval_every=20, warmup=30, decay=True, why="AdamW with warm-up"),
+    "healthy-constant": Recipe("healthy", BASE, (32, 64), why="chapter 8's reference: a constant rate"),
+    "lr_too_high": Recipe("lr_too_high", replace(BASE, activation="tanh", lr=2.0), (16, 64),
+                          why="tanh units, SGD at 40x the good rate: the loss climbs"),
+    "lr_too_high-adamw": Recipe("lr_too_high", replace(BASE, optimizer="adamw", lr=0.5), (16, 64),
+                                why="AdamW at 0.5: the loss jumps 100x in its first updates, then sits at ln 10"),
+    "lr_too_low": Recipe("lr_too_low", replace(BASE, lr=5e-4), (16, 64), why="SGD at 1/100 of the good rate"),
+    "overfitting": Recipe("overfitting", OVERFIT, (16, 50), why="50 examples, a wide layer, no regularisation"),
+    "overfitting-sparse": Recipe("overfitting", OVERFIT, (16, 50), eval_every=50,
+                                 why="the same, validated every 50 updates only"),
+    "exploding_gradients": Recipe("exploding_gradients", EXPLODING, (16, 64),
+                                  why="8 ReLU layers at 1.8x Kaiming's scale, no clipping"),
+    "vanishing_gradients": Recipe("vanishing_gradients", VANISHING, (16, 64), why="6 sigmoid layers"),
+    "dead_relus": Recipe("dead_relus", replace(BASE, lr=0.8), (16, 64), why="ReLUs at a high rate"),
+    "shuffled_labels": Recipe("shuffled_labels", replace(BASE, labels="shuffled"), (16, 64),
+                              why="labels shuffled apart from their inputs"),
+    "non_finite": Recipe("non_finite", replace(BASE, loss="class_mean_unguarded", steps=250), (48, 64),
+                         why="the unguarded class-balanced loss: 0/0 when a class is absent from a batch"),
+}
+
+
+@dataclass
+class Trained:
+    """One training as logged in the book's layout, read back, and what the other layouts need."""
+
+    run: Path
+    scalars: dict[str, tuple[np.ndarray, np.ndarray]]  # tag -> (steps, values)
+    epoch_evals: list[tuple[int, dict[str, float]]]  # (0-based step, metrics) at the end of each epoch
+    steps_per_epoch: int
+
+
+# --------------------------------------------------------------------------------------------- training
+
+
+def _activation_logger(model: ch08.DeepMLP, x: torch.Tensor, writer, last: int):
+    """``after_update`` that writes ``activations/layers.<i>`` (each hidden layer's output on ``x``) every
+    ``HISTOGRAM_EVERY`` updates, through a forward hook on the model's activation module."""
+    from utils import hooks
+
+    def after_update(step: int, stats) -> None:
+        if not hooks.due(HISTOGRAM_EVERY, step, last):
+            return
+        outputs: list[torch.Tensor] = []
+        handle = model.activation.register_forward_hook(lambda _m, _i, out: outputs.append(out.detach()))
+        try:
+            with torch.no_grad():
+                model(x)
+        finally:
+            handle.remove()
+        for i, out in enumerate(outputs):
+            if torch.isfinite(out).all():
+                writer.add_histogram(f"activations/layers.{i}", out, step)
+
+    return after_update
+
+
+def _epoch_evaluator(model, data: ch08.Data, per_epoch: int, evals: list, inner):
+    """``after_update``: ``inner``, then an evaluation at the end of each epoch into ``evals``."""
+    from utils import evaluation
+
+    def after_update(step: int, stats) -> None:
+        inner(step, stats)
+        if (step + 1) % per_epoch == 0:
+            metrics = evaluation.evaluate(model, [(data.x_val, data.y_val)], evaluation.classification_loss)
+            evals.append((step, metrics))
+            model.train()
+
+    return after_update
+
+
+def train_recipe(folder: Path, name: str, recipe: Recipe, batch: int, seed: int) -> Trained:
+    """Train one recipe at one batch size and seed with ``utils.loop.train``, logged to
+    ``folder/book/<name>``; return its scalars read back."""
+    from utils import batches, evaluation, loop, tb
+
+    setting = replace(recipe.setting, batch=batch)
+    data = ch08.digits_data(setting, seed)
+    torch.manual_seed(seed)
+    model = ch08.DeepMLP(setting)
+    min_lr = setting.lr / 10 if recipe.decay else setting.lr
+    config = loop.TrainConfig(max_steps=setting.steps, lr=setting.lr, min_lr=min_lr, warmup_steps=recipe.warmup,
+                              grad_clip=setting.grad_clip, eval_every=recipe.eval_every,
+                              histogram_every=HISTOGRAM_EVERY, update_ratio_every=UPDATE_RATIO_EVERY,
+                              progress=False)
+    per_epoch = math.ceil(len(data.x_train) / batch)
+    evals: list[tuple[int, dict[str, float]]] = []
+    with tb.open_run("book", name, root=folder, hparams=ch08.setting_hparams(setting),
+                     allow_non_finite=True) as writer:
+        acts = _activation_logger(model, data.x_val[:256], writer, setting.steps - 1)
+        loop.train(model, ch08.make_optimizer(model, setting), config,
+                   batch_fn=batches.epoch_batches(data.x_train, data.y_train, batch, seed=seed),
+                   loss_fn=ch08.loss_function(setting.loss), writer=writer,
+                   eval_fn=lambda m: evaluation.evaluate(m, [(data.x_val, data.y_val)],
+                                                         evaluation.classification_loss),
+                   after_update=_epoch_evaluator(model, data, per_epoch, evals, acts))
+        run = Path(writer.logdir)
+    frame = tb.read_scalars(run)
+    scalars = {tag: (points.step.to_numpy(), points.value.to_numpy(dtype=float))
+               for tag, points in frame.groupby("tag", sort=False)}
+    return Trained(run, scalars, evals, per_epoch)
+
+
+# --------------------------------------------------------------------------------------------- other layouts
+
+
+def _series(trained: Trained, tag: str) -> tuple[np.ndarray, np.ndarray]:
+    """A tag's (steps, values), empty when the run never logged it (a loss non-finite at its first update)."""
+    return trained.scalars.get(tag, (np.array([], dtype=int), np.array([])))
+
+
+def _write(writer, scalars: dict[str, tuple[Sequence[int], Sequence[float]]]) -> None:
+    for tag, (steps, values) in scalars.items():
+        for step, value in zip(steps, values, strict=True):
+            writer.add_scalar(tag, float(value), int(step))
+    writer.close()
+
+
+def write_tutorial(path: Path, trained: Trained) -> None:
+    """The PyTorch tutorial's tags, by tensorboardX: ``Loss/train``, ``Loss/test``, ``Accuracy/test``."""
+    from tensorboardX import SummaryWriter
+
+    _write(SummaryWriter(str(path)), {"Loss/train": _series(trained, "train/loss"),
+                                      "Loss/test": _series(trained, "val/loss"),
+                                      "Accuracy/test": _series(trained, "val/accuracy")})
+
+
+def write_split(path: Path, trained: Trained) -> None:
+    """One writer per split, by torch.utils.tensorboard: ``train/`` and ``val/``, each ``loss``, ``accuracy``."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    _write(SummaryWriter(str(path / "train")), {"loss": _series(trained, "train/loss"),
+                                                "accuracy": _series(trained, "train/accuracy")})
+    _write(SummaryWriter(str(path / "val")), {"loss": _series(trained, "val/loss"),
+                                              "accuracy": _series(trained, "val/accuracy")})
+
+
+def _every_n(steps: np.ndarray, values: np.ndarray, n: int, mean: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Per block of ``n`` updates (and the last, partial one): the 1-based global step at its end, and the
+    mean (``mean``) or the last value of the block."""
+    if not len(steps):
+        return steps, values
+    ends = [i for i in range(len(steps)) if (i + 1) % n == 0 or i == len(steps) - 1]
+    starts = [0] + [end + 1 for end in ends[:-1]]
+    picked = [values[a:b + 1].mean() if mean else values[b] for a, b in zip(starts, ends, strict=True)]
+    return steps[ends] + 1, np.asarray(picked)
+
+
+def write_hf(path: Path, trained: Trained) -> None:
+    """Hugging Face's Trainer's tags, by torch.utils.tensorboard, against 1-based global steps."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    n = HF_LOGGING_STEPS
+    loss_steps, loss = _every_n(*_series(trained, "train/loss"), n, mean=True)
+    grad_steps, grad = _every_n(*_series(trained, "train/grad_norm"), n, mean=False)
+    lr_steps, lr = _every_n(*_series(trained, "train/lr"), n, mean=False)
+    evals = trained.epoch_evals
+    eval_steps = [step + 1 for step, _ in evals]
+    _write(SummaryWriter(str(path)), {
+        "train/loss": (loss_steps, loss), "train/grad_norm": (grad_steps, grad), "train/learning_rate": (lr_steps, lr),
+        "train/epoch": (loss_steps, loss_steps / trained.steps_per_epoch),
+        "eval/loss": (eval_steps, [m["loss"] for _, m in evals]),
+        "eval/accuracy": (eval_steps, [m["accuracy"] for _, m in evals])})
+
+
+WRITERS = {"tutorial": write_tutorial, "split": write_split, "hf": write_hf}
+
+
+# --------------------------------------------------------------------------------------------- the zoo
+
+
+def zoo_plan(seeds: Iterable[int] = (0, 1, 2), recipes: Iterable[str] | None = None,
+             one_batch: bool = False) -> list[tuple[str, int, int, str]]:
+    """``(recipe, batch, seed, other layout)`` of every training, the other layouts taken in turn so that
+    each recipe is written in each of them across its seeds and batch sizes."""
+    plan = []
+    others = [layout for layout in LAYOUTS if layout != "book"]
+    for r, name in enumerate(recipes or RECIPES):
+        sizes = RECIPES[name].batches[:1] if one_batch else RECIPES[name].batches
+        for i, (batch, seed) in enumerate((b, s) for s in seeds for b in sizes):
+            plan.append((name, batch, seed, others[(r + i) % len(others)]))
+    return plan
+
+
+def write_zoo(folder: str | Path, seeds: Iterable[int] = (0, 1, 2), recipes: Iterable[str] | None = None,
+              one_batch: bool = False) -> dict[str, str]:
+    """Train and write the zoo under ``folder``: ``{run name: fault}``, one run per training in the book's
+    layout and one in another (``zoo_plan``). Runs torch on one thread, restoring the caller's count."""
+    folder = Path(folder)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    labels: dict[str, str] = {}
+    try:
+        for name, batch, seed, layout in zoo_plan(seeds, recipes, one_batch):
+            run = f"{name}-b{batch}-s{seed}"
+            trained = train_recipe(folder, run, RECIPES[name], batch, seed)
+            WRITERS[layout](folder / layout / run, trained)
+            labels[f"book/{run}"] = labels[f"{layout}/{run}"] = RECIPES[name].fault
+    finally:
+        torch.set_num_threads(threads)
+    return labels
