@@ -86,19 +86,24 @@ def _missing(run: str | Path, kind: str, tag: str, available: Mapping[str, list[
                             f"Logged {kind}: {logged or 'none'}. Other tags: {others or 'none'}.")
 
 
-def _tensor_events(acc, tag: str) -> list:
-    """The tensor events of a tag as TensorBoard's default (Rust) loader serves them.
-
-    When a step s arrives again (a resumed run), the Rust loader drops every record at a step >= s
-    ("preempts" them) and keeps what follows; TensorBoard's Python loaders purge only classic scalar,
-    histogram and image records on a resume, not tensors (text, TF2 scalars and histograms), so without this
-    a step written before an interruption and again after the resume would appear twice."""
+def as_served(events: list) -> list:
+    """The events of one tag, in the order the files hold them, as TensorBoard's default (Rust) loader keeps
+    them: when a step s arrives again (a resumed run), it drops every event at a step >= s ("preempts"
+    them) and keeps what follows."""
     kept: list = []
-    for event in acc.Tensors(tag):  # in the order the files hold them
+    for event in events:
         if kept and event.step <= kept[-1].step:
             kept = [earlier for earlier in kept if earlier.step < event.step]
         kept.append(event)
     return kept
+
+
+def _tensor_events(acc, tag: str) -> list:
+    """The tensor events of a tag as the Rust loader serves them (``as_served``). TensorBoard's Python
+    loaders purge only classic scalar, histogram and image records on a resume, not tensors (text, and TF2
+    scalars and histograms), so without this a step written before an interruption and again after the
+    resume would appear twice."""
+    return as_served(acc.Tensors(tag))
 
 
 def _tensor_values(event) -> np.ndarray:
