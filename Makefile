@@ -24,7 +24,7 @@ help:
 	@echo "make lab          JupyterLab on this repository (127.0.0.1)"
 	@echo "make tensorboard  TensorBoard on runs/ (127.0.0.1:6006)"
 	@echo "make strip        strip outputs from every notebook (as they are committed)"
-	@echo "make benchmarks   throughput against nanoGPT's CPU recipe, logging overhead, DDP scaling, the diagnosis rules' precision and recall, each notebook's cost: tables into the READMEs (about 21 min)"
+	@echo "make benchmarks   throughput against nanoGPT's CPU recipe, logging overhead, DDP scaling, all-reduce bandwidth, learning rate against global batch, the diagnosis rules' precision and recall, each notebook's cost: tables into the READMEs (about 45 min)"
 	@echo "make bench-notebooks  only the notebooks: wall time, CPU time and peak memory of each in a fresh kernel (13 min)"
 	@echo "make screenshots  photograph each TensorBoard dashboard over the book's runs into book/images (after make book)"
 	@echo "make pretrained   retrain the shipped GPT utils/data/gpt_shakespeare.safetensors (about 5 min)"
@@ -141,6 +141,8 @@ benchmarks: install
 	$(if $(NANOGPT),$(PY) -m benchmarks.speedrun --nanogpt $(NANOGPT),@echo "speedrun skipped: give NANOGPT=<a nanoGPT checkout>")
 	$(PY) -m benchmarks.logging_overhead
 	$(PY) -m benchmarks.scaling
+	$(PY) -m benchmarks.communication
+	$(PY) -m benchmarks.batch_scaling
 	$(PY) -m benchmarks.diagnose_zoo
 	$(PY) -m benchmarks.notebooks
 	$(PY) -m benchmarks.report

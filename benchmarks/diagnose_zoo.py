@@ -1,6 +1,8 @@
 """How right ``utils.diagnose`` is on runs whose faults are known: precision and recall of every rule on the
-zoo of ``tests/zoo.py`` (real small trainings of chapter 8's MLP on the digits, each built with one fault or
-none, in the book's layout and in the PyTorch tutorial's, one writer per split, and Hugging Face's Trainer's).
+zoo of ``tests/zoo.py`` (real small trainings of chapter 8's MLP on the digits and of the book's GPT, each
+built with one fault or none, in the book's layout and in the PyTorch tutorial's, one writer per split,
+Hugging Face's Trainer's, and ``add_scalars``'s sub-writers; and of the MLP in Keras, logged by Keras's own
+TensorBoard callback only).
 
 Which rule may name which fault is ``tests.book_runs.FAULT_NAMES`` (the same table that judges the book's own
 runs). Counted per run, not per finding (a rule that fires on three layers of one run counts once):
@@ -18,7 +20,7 @@ runs). Counted per run, not per finding (a rule that fires on three layers of on
 A wrong verdict is a broken run whose fault no finding names (a miss), or any run with a finding that may not
 name its fault (a false alarm; on a healthy run, any finding).
 
-    python -m benchmarks.diagnose_zoo                       # the whole zoo: 3 seeds (about 3 minutes)
+    python -m benchmarks.diagnose_zoo                       # the whole zoo: 3 seeds (about 2 minutes)
     python -m benchmarks.diagnose_zoo --seeds 0 --keep /tmp/zoo   # one seed, and keep the runs to look at
 """
 
@@ -160,7 +162,9 @@ def tables(scores: dict[str, Any], severities: Mapping[str, str], runs: int) -> 
         [[name, s["runs"], s["broken"], s["missed"], s["false_alarm"]] for name, s in scores["layouts"].items()],
         ["book: utils.loop.train's own tags and histograms; tutorial: Loss/train + Loss/test (tensorboardX); "
          "split: RUN/train + RUN/val writers each logging loss; hf: Hugging Face Trainer's tags, evaluation once "
-         "per epoch. Each training is written in the book's layout and one other."])
+         "per epoch; add_scalars: add_scalars(\"loss\", {\"train\": ..., \"val\": ...}) (torch), a sub-writer "
+         "per name. Each training of the book's loop is written in the book's layout and one other; keras: "
+         "model.fit's keras.callbacks.TensorBoard (train/ and validation/, epoch_loss per epoch), only there."])
     return [rule_table, fault_table, layout_table, _wrong_table(scores["wrong"])]
 
 

@@ -41,10 +41,13 @@ CONFIGS = {"nanogpt-cpu": (GPTConfig(vocab_size=65, block_size=64, n_layer=4, n_
 LAYOUTS = ((1, 1), (1, 2), (2, 1))  # (ranks, threads per rank)
 
 
-def throughput(config_name: str, ranks: int, threads: int, steps: int, folder: Path) -> dict[str, Any]:
-    """One launch; rank 0's summary (median tokens/s of the timed steps)."""
-    model, batch = CONFIGS[config_name]
-    summary_path = folder / f"{config_name}-{ranks}x{threads}.json"
+def throughput(config_name: str, ranks: int, threads: int, steps: int, folder: Path,
+               global_batch: int | None = None) -> dict[str, Any]:
+    """One launch; rank 0's summary (median tokens/s of the timed steps). ``global_batch``: windows per
+    update, by default the configuration's."""
+    model, default_batch = CONFIGS[config_name]
+    batch = global_batch or default_batch
+    summary_path = folder / f"{config_name}-{ranks}x{threads}-{batch}.json"
     config = distributed.DistConfig(model=model, global_batch=batch, mode="ddp",
                                     summary_out=str(summary_path)).with_training(max_steps=steps)
     env = {**torchrun.launch_env(), "OMP_NUM_THREADS": str(threads)}

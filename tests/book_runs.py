@@ -14,9 +14,12 @@ from utils import diagnose
 #: run's gradients spike too); what it must get is one that names its fault.
 FAULT_NAMES: dict[str, set[str]] = {
     "non_finite": {"non_finite", "divergence"},  # a loss that became NaN diverged, by divergence's definition
-    # a rate too high for ReLUs kills them: dead units are its symptom too, and a spike its first sign
+    # a rate too high for ReLUs kills them: dead units are its symptom too, and a spike its first sign; a
+    # validation loss that never falls is one (no_validation_progress's meaning names "far too high"); so
+    # are layers left with no gradient, whose histograms collapse (the GPT's blocks at 100x its rate: the
+    # rule's remedy begins "lower the learning rate")
     "lr_too_high": {"divergence", "loss_spike", "rising_loss", "exploding_gradients", "non_finite",
-                    "dead_units"},
+                    "dead_units", "no_validation_progress", "collapsed_histogram"},
     "lr_too_low": {"plateau", "no_validation_progress", "vanishing_gradients"},
     "overfitting": {"overfitting"},
     "exploding_gradients": {"exploding_gradients", "divergence", "loss_spike", "rising_loss", "non_finite"},

@@ -333,3 +333,30 @@ def test_vs_nanogpt_alternates_the_order_and_gives_both_the_same_batch():
     vs_nanogpt.interleave({"a": side("a"), "b": side("b")}, lambda i: (torch.tensor(i), None), warmup=1,
                           pairs=3)
     assert calls == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("b", 2), ("a", 2), ("a", 3), ("b", 3)]
+
+
+def test_communication_tables_give_bus_bandwidth_by_the_ring_formula_and_the_step_against_its_parts():
+    from benchmarks import communication
+
+    sizes, values = [16, 4096], 4096
+    rounds = [{"bandwidth": {2: {16: 1e-4 * k, 4096: 2e-4 * k}, 4: {16: 3e-4 * k, 4096: 4e-4 * k}},
+               "step_s": {"2x24": 0.1 * k, "1x12": 0.06 * k}} for k in (1, 2, 3)]
+    summary = communication.summarize(rounds, sizes, values)
+    row = next(r for r in summary["allreduce"] if (r["ranks"], r["values"]) == (4, 4096))
+    assert row["seconds"][1] == 8e-4 and row["bytes"] == 16384
+    assert row["bus_gb_s"] == pytest.approx(1.5 * row["algorithm_gb_s"])  # 2(N-1)/N at N = 4
+    assert summary["step_s"]["2x24"][1] == pytest.approx(0.2)
+    assert summary["gradient_allreduce_s"][1] == pytest.approx(4e-4)
+    parts = communication.tables(summary)[1]
+    assert parts["rows"][-1] == ["compute + communication", f"{(0.12 + 4e-4) * 1e3:.2f}"]
+
+
+def test_batch_scaling_groups_seeds_per_rule_and_rank_count():
+    from benchmarks import batch_scaling
+
+    rows = [{"rule": "sqrt", "ranks": 4, "final_loss": loss} for loss in (2.0, 2.2, 2.1)]
+    rows += [{"rule": "linear", "ranks": 4, "final_loss": None}]  # diverged: counted as infinite
+    groups = batch_scaling.spread(rows)
+    assert groups["sqrt", 4] == {"mean": pytest.approx(2.1), "low": 2.0, "high": 2.2, "seeds": 3}
+    assert groups["linear", 4]["mean"] == float("inf")
+    assert batch_scaling.RULES["linear, warm-up x W"](4) == (4 * batch_scaling.BASE_LR, 4 * batch_scaling.BASE_WARMUP)

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import time
 
 import pytest
+import torch
+import torch.distributed as dist
 
 from tests import checker_cases
 from utils import checks
+from utils.checks import ranks
 
 MIN_CORRECT, MIN_WRONG = 3, 8
 
@@ -64,3 +68,22 @@ def test_wrong_answer_gets_its_diagnosis(name, index, tmp_path, monkeypatch):
     assert wrong.diagnosis in message, f"{answer}: expected {wrong.diagnosis!r} in the diagnosis {message!r}"
     blamed = [text for text in forbidden_texts(name, wrong) if text in message]
     assert not blamed, f"{answer}: the diagnosis {message!r} also blames {blamed}"
+
+
+def test_a_rank_that_never_returns_is_stopped_and_reported():
+    """``utils.checks.ranks``: a launch whose ranks outlive its timeout is killed, each rank reported as
+    stopped, not waited for (the checkers' answers that deadlock in a collective are in checker_cases)."""
+    started = time.monotonic()
+    outcomes = ranks.run_in_ranks(time.sleep, (120,), (2,), timeout=8)
+    assert time.monotonic() - started < 30
+    assert [o.timed_out for o in outcomes[2]] == [True, True]
+    assert "was stopped" in ranks.failure_in_words(outcomes, "sleep")
+
+
+def test_the_rank_check_leaves_this_process_as_it_was():
+    """The whole-batch reference of the rank checks draws no number from the caller's random state, and
+    this process never joins a process group."""
+    state = torch.random.get_rng_state()
+    ranks.whole_batch_gradients()
+    assert torch.equal(torch.random.get_rng_state(), state)
+    assert not dist.is_initialized()

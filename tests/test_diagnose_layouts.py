@@ -161,6 +161,44 @@ def test_a_validation_curve_is_never_judged_as_a_training_loss(tmp_path):
     assert not any(f.rule in ("divergence", "plateau") for f in reports["only_val"].findings)
 
 
+def write_add_scalars(kind: str, path: Path, main_tag: str, names: tuple[str, str], overfit: bool) -> None:
+    """``add_scalars(main_tag, {train: ...})`` every step and ``add_scalars(main_tag, {val: ...})`` at every
+    evaluation, as people overlay the two curves in one chart; the accuracy likewise, validation only."""
+    train, val = names
+    writer = _writer(kind, path)
+    curve, val_loss = train_curve(STEPS), val_curve(EVALS, overfit)
+    for step in STEPS:
+        writer.add_scalars(main_tag, {train: float(curve[step])}, int(step))
+        if step % STEPS_PER_EPOCH == 0:
+            epoch = step // STEPS_PER_EPOCH
+            writer.add_scalars(main_tag, {val: float(val_loss[epoch])}, int(step))
+            writer.add_scalars("Accuracy", {val: float(accuracy_curve(EVALS)[epoch])}, int(step))
+    writer.close()
+
+
+@pytest.mark.parametrize("kind", WRITERS)
+@pytest.mark.parametrize("main_tag, names", [("loss", ("train", "val")), ("Loss", ("Train", "Validation"))])
+def test_add_scalars_sub_writers_are_one_run(tmp_path, kind, main_tag, names):
+    """``add_scalars`` writes each name to a sub-writer of its own (torch: ``RUN/loss_val``; tensorboardX:
+    ``RUN/loss/val``, a folder that looks like one writer per split), each logging the one tag ``loss``:
+    one run, whose tags are ``loss/train`` and ``loss/val``; the role table matches them in any capitals."""
+    for name, overfit in (("healthy", False), ("overfit", True)):
+        write_add_scalars(kind, tmp_path / name, main_tag, names, overfit)
+    layout = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("events.out.tfevents.*")}
+    assert len(layout) == 8  # per run: its own writer and three sub-writers
+    sub = f"{main_tag}{'_' if kind == 'torch' else '/'}{names[1]}"
+    assert any(path.startswith(f"overfit/{sub}/") for path in layout), layout
+    reports = {r.run: r for r in diagnose.diagnose(tmp_path)}
+    assert sorted(reports) == ["healthy", "overfit"]
+    train_tag, val_tag = (f"{main_tag}/{name}" for name in names)
+    for report in reports.values():
+        assert report.roles["loss"] == train_tag and report.roles["val_loss"] == val_tag, report.roles
+        assert report.roles["val_accuracy"] == f"Accuracy/{names[1]}"
+        assert f"val_loss={val_tag}" in role_line(report)
+    assert reports["healthy"].findings == []
+    assert found(reports["overfit"]) == {("overfitting", val_tag): 10 * STEPS_PER_EPOCH}
+
+
 # --------------------------------------------------------------------------------------------- PyTorch Lightning
 
 

@@ -1,6 +1,7 @@
 """The zoo of ``tests/zoo.py`` and the scoring of ``benchmarks/diagnose_zoo.py``: the scores counted right
 on a hand-made set of findings; a small part of the zoo (one seed) built as labelled, with every run it
-labels on disk, and no error-severity finding on any of its healthy runs."""
+labels on disk (the Keras ones in Keras's own layout), and no error-severity finding on any of its healthy
+runs."""
 
 from __future__ import annotations
 
@@ -88,14 +89,21 @@ def test_the_plan_writes_each_recipe_in_every_other_layout_across_seeds():
     for name, recipe in zoo.RECIPES.items():
         assert recipe.fault == "healthy" or recipe.fault in book_runs.FAULT_NAMES, name
         layouts = {layout for recipe_name, _, _, layout in plan if recipe_name == name}
-        assert layouts == {"tutorial", "split", "hf"}, name
+        keras = recipe.model == "keras"
+        assert layouts == ({zoo.KERAS_LAYOUT} if keras else set(zoo.LAYOUTS) - {"book"}), name
+    assert {"healthy", "overfitting"} <= {r.fault for r in zoo.RECIPES.values() if r.model == "keras"}
 
 
 # --------------------------------------------------------------------------------------------- a real part of the zoo
 
 
 SMALL = [name for name, r in zoo.RECIPES.items() if r.fault == "healthy"] + \
-    ["lr_too_high", "non_finite", "overfitting", "shuffled_labels"]
+    ["lr_too_high", "non_finite", "overfitting", "shuffled_labels", "keras-overfitting"]
+
+
+def runs_per_training(name: str) -> int:
+    """A Keras training is written once, in its own layout; every other in the book's and one other."""
+    return 1 if zoo.RECIPES[name].model == "keras" else 2
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +122,8 @@ def _loss(folder, run: str, tag: str = "train/loss") -> np.ndarray:
 def test_the_zoo_is_built_as_labelled(small_zoo):
     folder, labels, reports = small_zoo
     assert sorted(labels) == sorted(reports)  # every run labelled, and nothing else written
-    assert len(labels) == 2 * len(SMALL) and set(labels.values()) == {"healthy", "lr_too_high", "non_finite",
-                                                                       "overfitting", "shuffled_labels"}
+    assert len(labels) == sum(map(runs_per_training, SMALL))
+    assert set(labels.values()) == {"healthy", "lr_too_high", "non_finite", "overfitting", "shuffled_labels"}
     batch = {name: zoo.RECIPES[name].batches[0] for name in SMALL}
     assert not np.isfinite(_loss(folder, f"book/non_finite-b{batch['non_finite']}-s0")).all()
     high = _loss(folder, f"book/lr_too_high-b{batch['lr_too_high']}-s0")
@@ -124,16 +132,42 @@ def test_the_zoo_is_built_as_labelled(small_zoo):
     assert val[-1] > 1.1 * val.min() and val.argmin() < len(val) - 1
     accuracy = _loss(folder, f"book/shuffled_labels-b{batch['shuffled_labels']}-s0", "val/accuracy")
     assert accuracy.max() < 0.25  # chance is 0.1
-    for name in SMALL:
+    for name in (name for name in SMALL if zoo.RECIPES[name].model != "keras"):  # Keras's: the next test
         run = f"book/{name}-b{batch[name]}-s0"
         assert math.isfinite(_loss(folder, run)[0]), run
+
+
+@pytest.mark.slow
+def test_the_keras_runs_are_in_the_callbacks_own_layout(small_zoo):
+    """``train/`` and ``validation/`` sub-writers, ``epoch_loss`` stored as a TF2 tensor (not a scalar
+    event), one point an epoch, weight histograms; the overfitting run's validation loss rises, and the
+    diagnosis names it and nothing else, and says nothing of the healthy run."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    folder, labels, reports = small_zoo
+    run = folder / zoo.KERAS_LAYOUT / f"keras-overfitting-b{zoo.RECIPES['keras-overfitting'].batches[0]}-s0"
+    assert f"{zoo.KERAS_LAYOUT}/{run.name}" in labels
+    splits = {}
+    for split in ("train", "validation"):
+        events = EventAccumulator(str(run / split), size_guidance={"tensors": 0, "histograms": 0}).Reload()
+        splits[split] = events.Tags()
+        assert "epoch_loss" in splits[split]["tensors"] and not splits[split]["scalars"], split
+        assert len(events.Tensors("epoch_loss")) == zoo.RECIPES["keras-overfitting"].epochs, split
+    assert any(tag.endswith("kernel/histogram") for tag in splits["train"]["tensors"])
+    val = tb.read_scalars(run / "validation", ["epoch_loss"]).value.to_numpy(dtype=float)
+    assert val[-1] > 1.1 * val.min() and val.argmin() < len(val) - 1
+    assert {f.rule for f in reports[f"{zoo.KERAS_LAYOUT}/{run.name}"].findings} == {"overfitting"}
+    healthy = f"{zoo.KERAS_LAYOUT}/keras-healthy-b{zoo.RECIPES['keras-healthy'].batches[0]}-s0"
+    assert reports[healthy].findings == [], reports[healthy].findings
 
 
 @pytest.mark.slow
 def test_no_healthy_run_of_the_zoo_gets_an_error(small_zoo):
     _, labels, reports = small_zoo
     healthy = [run for run, fault in labels.items() if fault == "healthy"]
-    assert len(healthy) == 8 and {run.split("/")[0] for run in healthy} >= {"book", "tutorial", "split", "hf"}
+    healthy_recipes = [name for name in SMALL if zoo.RECIPES[name].fault == "healthy"]
+    assert len(healthy) == sum(map(runs_per_training, healthy_recipes))
+    assert {run.split("/")[0] for run in healthy} == set(zoo.LAYOUTS) | {zoo.KERAS_LAYOUT}
     errors = {run: [(f.rule, f.tag, f.step) for f in reports[run].findings if f.severity == "error"]
               for run in healthy}
     assert errors == {run: [] for run in healthy}

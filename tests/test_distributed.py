@@ -17,7 +17,8 @@ import torch.distributed as dist
 
 from utils import checkpoint as ckpt
 from utils import distributed, tb, torchrun
-from utils.gpt import GPTConfig
+from utils.gpt import GPT, GPTConfig
+from utils.optim import make_adamw
 
 STEPS = 6
 TOLERANCE = 1e-4  # largest weight difference accepted: float rounding of a sum done in two halves
@@ -41,12 +42,13 @@ def reference(folder):
     return summary, torch.load(folder / "reference.pt", weights_only=True)
 
 
-def launched(folder, mode: str, **changes):
-    config = distributed.DistConfig(mode=mode, weights_out=str(folder / f"{mode}.pt"),
-                                    summary_out=str(folder / f"{mode}.json"), **changes)
-    torchrun.launch(2, config.with_training(max_steps=STEPS))
-    return (json.loads((folder / f"{mode}.json").read_text()),
-            torch.load(folder / f"{mode}.pt", weights_only=True))
+def launched(folder, mode: str, name: str = "", steps: int = STEPS, **changes):
+    name = name or mode
+    config = distributed.DistConfig(mode=mode, weights_out=str(folder / f"{name}.pt"),
+                                    summary_out=str(folder / f"{name}.json"), **changes)
+    torchrun.launch(2, config.with_training(max_steps=steps))
+    return (json.loads((folder / f"{name}.json").read_text()),
+            torch.load(folder / f"{name}.pt", weights_only=True))
 
 
 def largest_difference(a: dict, b: dict) -> float:
@@ -81,7 +83,8 @@ def test_shards_are_disjoint_equal_and_cover_the_batch():
 def test_command_line_round_trips_the_config():
     config = distributed.DistConfig(mode="by-hand", log_run="a/b", rank_seeds=True,
                                     model=GPTConfig(65, 16, 1, 2, 32))
-    config = dataclasses.replace(config.with_training(max_steps=7, lr=0.5, checkpoint_dir="c"), resume=True)
+    config = dataclasses.replace(config.with_training(max_steps=7, lr=0.5, checkpoint_dir="c",
+                                                      grad_accum_steps=3), resume=True)
     parsed, backend = torchrun.parse_arguments(torchrun.config_arguments(config))
     assert parsed == config and backend == "gloo"
     command = torchrun.launch_command(2, config)
@@ -89,6 +92,8 @@ def test_command_line_round_trips_the_config():
     assert command[command.index("--local-addr") + 1] == "127.0.0.1" and "--master_port" not in command
     with pytest.raises(ValueError, match="no flag for training.log_every"):
         torchrun.config_arguments(config.with_training(log_every=5))
+    sharded = distributed.DistConfig(mode="fsdp", sharded_out="s")
+    assert torchrun.parse_arguments(torchrun.config_arguments(sharded))[0] == sharded
 
 
 def test_settings_compose_the_model_and_the_loop():
@@ -104,6 +109,8 @@ def test_bad_settings_say_what_to_do():
         distributed.DistConfig(mode="zero")
     with pytest.raises(ValueError, match="sharded ones"):
         distributed.DistConfig(mode="fsdp").with_training(checkpoint_every=2, checkpoint_dir="x")
+    with pytest.raises(ValueError, match="sharded_out saves the shards of an FSDP run: use mode='fsdp'"):
+        distributed.DistConfig(mode="ddp", sharded_out="s")
     with pytest.raises(ValueError, match="resume needs checkpoint_dir"):
         distributed.DistConfig(resume=True)
     with pytest.raises(ValueError, match="device='mps' is not allowed"):
@@ -187,12 +194,46 @@ def test_only_ddp_broadcasts_rank_0s_weights_when_each_rank_seeds_its_own(refere
 
 @pytest.mark.slow
 def test_fsdp_shards_parameters_and_optimizer_state_and_trains_the_same(reference, folder):
-    summary, weights = launched(folder, "fsdp")
+    summary, weights = launched(folder, "fsdp", sharded_out=str(folder / "sharded"))
     total = reference[0]["parameters"]
     assert sum(summary["parameters_per_rank"]) == total  # every value held once, across the ranks
     assert max(summary["parameters_per_rank"]) < 0.51 * total
     assert sum(summary["optimizer_values_per_rank"]) == 2 * total  # AdamW's two moments, sharded too
     assert largest_difference(weights, reference[1]) < TOLERANCE
+    # its sharded checkpoint: one file per rank, loaded whole into one process
+    assert sorted(p.name for p in (folder / "sharded").iterdir()) == [".metadata", "__0_0.distcp",
+                                                                       "__1_0.distcp"]
+    torch.manual_seed(123)
+    model = GPT(distributed.DistConfig().model)
+    optimizer = make_adamw(model, 1e-3)
+    ckpt.load_sharded(model, optimizer, folder / "sharded")
+    assert largest_difference(model.state_dict(), weights) == 0
+    moments = [optimizer.state[p] for p in model.parameters()]
+    assert {int(m["step"]) for m in moments} == {STEPS}
+    assert sum(m["exp_avg"].numel() + m["exp_avg_sq"].numel() for m in moments) == 2 * total
+
+
+def test_a_folder_without_a_sharded_index_is_refused_with_what_to_do(tmp_path):
+    (tmp_path / "__0_0.distcp").write_bytes(b"half a checkpoint")
+    model = GPT(distributed.DistConfig().model)
+    with pytest.raises(ckpt.CheckpointNotFoundError, match="no .metadata, which torch.distributed"):
+        ckpt.load_sharded(model, make_adamw(model, 1e-3), tmp_path)
+
+
+@pytest.mark.slow
+def test_ddp_with_accumulation_equals_one_process_accumulating(folder):
+    accumulating = distributed.DistConfig(weights_out=str(folder / "accumulating.pt")).with_training(
+        max_steps=3, grad_accum_steps=2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = distributed.train_distributed(accumulating)
+    finally:
+        torch.set_num_threads(threads)
+    one_weights = torch.load(folder / "accumulating.pt", weights_only=True)
+    summary, weights = launched(folder, "ddp", "ddp-accumulating", steps=3, training=accumulating.training)
+    assert largest_difference(weights, one_weights) < TOLERANCE
+    assert max(abs(summary["losses"][s] - v) for s, v in one["losses"].items()) < TOLERANCE
 
 
 KILL_AT, CHECKPOINT_EVERY, RESUME_STEPS = 9, 4, 12

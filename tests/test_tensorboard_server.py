@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from utils import tb
+from utils.tb import showing
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 
@@ -46,3 +47,16 @@ def test_server_serves_what_utils_tb_wrote(tmp_path, tensorboard_server, load_fa
     assert step == 3 and sum(count for _, _, count in buckets) == 100
     [text] = server.get_json(route("text", "text", "ch0/served", "note/text_summary"))
     assert text["step"] == 5 and "served by TensorBoard" in text["text"]
+
+
+def test_a_server_that_cannot_start_says_why_with_the_end_of_its_log(tmp_path):
+    with pytest.raises(RuntimeError, match=r"(?s)exited with status \d+; the end of its log .*no_such_flag"):
+        showing.start_server(tmp_path, tmp_path / "tensorboard.log", "--no_such_flag")
+
+
+def test_the_server_listens_where_it_says_it_does(tmp_path):
+    port, process = showing.start_server(tmp_path, tmp_path / "tensorboard.log")
+    try:
+        assert not showing.port_is_free(port) and showing.get_json(port, "/data/runs") == []
+    finally:
+        showing.stop_server(process)

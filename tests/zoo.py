@@ -1,16 +1,25 @@
 """A zoo of real small trainings, each built with one known fault or none, to measure ``utils.diagnose`` on
 (issue 20: "rules with a noise model, calibrated on a zoo"; ``benchmarks/diagnose_zoo.py`` scores it).
 
-Every training is chapter 8's MLP on the 8x8 digits (``utils.chapters.ch08_broken_runs``: its ``Setting``,
-``digits_data``, ``DeepMLP``, ``make_optimizer``, ``loss_function``), trained by the book's loop
-(``utils.loop.train``) and logged by it in the book's layout (``train/loss``, ``train/grad_norm``,
+Every training but the GPT's (``gpt-*``: the book's ``utils.gpt.GPT``, two blocks, on the characters of Tiny
+Shakespeare) and the Keras ones (below) is chapter 8's MLP on the 8x8 digits (``utils.chapters.ch08_broken_runs``:
+its ``Setting``, ``digits_data``, ``DeepMLP``, ``make_optimizer``, ``loss_function``); each is trained by the
+book's loop (``utils.loop.train``) and logged by it in the book's layout (``train/loss``, ``train/grad_norm``,
 ``train/lr``, ``val/loss``, ``val/accuracy``, ``weights/*`` and ``grads/*`` histograms, ``update_ratio/*``),
-plus ``activations/layers.<i>`` histograms of each hidden layer's output on 256 held-out images (what the
-dead-unit rule reads; the loop does not log them). The same training is then written again in one other
+plus, for the MLP, ``activations/layers.<i>`` histograms of each hidden layer's output on 256 held-out
+images (what the dead-unit rule reads; the loop does not log them). The same training is then written again in one other
 layout, in turn: the PyTorch tutorial's ``Loss/train`` + ``Loss/test`` (tensorboardX), one writer per split
 (``RUN/train`` + ``RUN/val``, each logging ``loss`` and ``accuracy``, torch.utils.tensorboard), or Hugging
 Face's Trainer's tags (``train/loss`` averaged over 10 updates, ``train/grad_norm``, ``train/learning_rate``,
-``train/epoch`` every 10 global steps, 1-based; ``eval/loss`` and ``eval/accuracy`` once per epoch).
+``train/epoch`` every 10 global steps, 1-based; ``eval/loss`` and ``eval/accuracy`` once per epoch), or the
+curves overlaid by ``add_scalars("loss", {"train": ..., "val": ...})`` (torch.utils.tensorboard: one
+sub-writer per name).
+
+The Keras recipes (``keras-*``) are the MLP rebuilt in Keras 3 (TensorFlow backend), trained by ``model.fit``
+for ``Recipe.epochs`` epochs on the same digits split, logged only by Keras's own ``keras.callbacks.TensorBoard``
+(layout ``keras/``): ``train/`` and ``validation/`` sub-writers holding ``epoch_loss``, ``epoch_accuracy`` (and
+``epoch_learning_rate``, ``evaluation_*_vs_iterations``) as TF2 tensors, and weight histograms every
+``KERAS_HISTOGRAM_EPOCHS`` epochs.
 
 ``write_zoo(folder)`` writes every recipe at every seed and batch size and returns ``{run name: fault}``;
 run names are ``<layout>/<recipe>-b<batch>-s<seed>`` (what ``utils.diagnose`` calls them when given
@@ -19,8 +28,10 @@ run names are ``<layout>/<recipe>-b<batch>-s<seed>`` (what ``utils.diagnose`` ca
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,7 +43,9 @@ from utils.chapters import ch08_broken_runs as ch08
 HISTOGRAM_EVERY = 25
 UPDATE_RATIO_EVERY = 5
 HF_LOGGING_STEPS = 10
-LAYOUTS = ("book", "tutorial", "split", "hf")  # the book's, then the other layouts taken in turn
+LAYOUTS = ("book", "tutorial", "split", "hf", "add_scalars")  # the book's, then the others taken in turn
+KERAS_LAYOUT = "keras"  # the Keras recipes' only layout: their callback's own
+KERAS_HISTOGRAM_EPOCHS = 5
 BASE = replace(ch08.Setting(), steps=200)  # depth 2, width 64, ReLU, SGD with momentum at 0.05
 
 
@@ -40,7 +53,11 @@ BASE = replace(ch08.Setting(), steps=200)  # depth 2, width 64, ReLU, SGD with m
 class Recipe:
     """One kind of training: its fault, its setting (``batch`` is set per run), the batch sizes and seeds it
     is trained at, validation every ``eval_every`` updates, a linear warm-up of ``warmup`` updates, and a
-    cosine decay to a tenth of the rate when ``decay`` (else a constant rate, as chapter 8)."""
+    cosine decay to a tenth of the rate when ``decay`` (else a constant rate, as chapter 8). ``model``:
+    ``"mlp"``, chapter 8's MLP on the digits, ``"gpt"``, the book's GPT on Tiny Shakespeare (of the
+    setting, only ``optimizer``, ``lr``, ``weight_decay``, ``grad_clip`` and ``steps`` apply to it), or
+    ``"keras"``, the MLP in Keras, trained for ``epochs`` epochs (not ``steps``, ``eval_every``, ``warmup``,
+    ``decay``, ``grad_clip``: Keras validates once an epoch, at a constant rate)."""
 
     fault: str
     setting: ch08.Setting
@@ -49,11 +66,15 @@ class Recipe:
     warmup: int = 0
     decay: bool = False
     why: str = ""
+    model: str = "mlp"
+    epochs: int = 0
 
 
 OVERFIT = replace(BASE, depth=1, width=256, optimizer="adamw", lr=3e-3, train_examples=50, steps=300)
 EXPLODING = replace(BASE, depth=8, init="kaiming", init_gain=1.8, lr=0.02, steps=150)
 VANISHING = replace(BASE, depth=6, activation="sigmoid", lr=0.1, steps=250)
+GPT_BASE = replace(BASE, optimizer="adamw", lr=3e-3, steps=200)
+GPT_BLOCK, GPT_VAL_BATCHES, GPT_EPOCH = 32, 4, 50  # context, validation windows (x 32), updates per "epoch"
 
 RECIPES: dict[str, Recipe] = {
     "healthy-warmup": Recipe("healthy", BASE, (8, 16), warmup=20, decay=True,
@@ -79,6 +100,17 @@ RECIPES: dict[str, Recipe] = {
                               why="labels shuffled apart from their inputs"),
     "non_finite": Recipe("non_finite", replace(BASE, loss="class_mean_unguarded", steps=250), (48, 64),
                          why="the unguarded class-balanced loss: 0/0 when a class is absent from a batch"),
+    "gpt-healthy": Recipe("healthy", GPT_BASE, (16, 32), model="gpt",
+                          why="the book's GPT, AdamW at 3e-3: 4.2 -> about 2.5 nats per character"),
+    "gpt-lr_too_high": Recipe("lr_too_high", replace(GPT_BASE, lr=0.3), (16, 32), model="gpt",
+                              why="the GPT at 100x the rate: the loss jumps 5x in its first updates, the blocks' "
+                                  "gradients die, and it ends near 3.4 nats"),
+    "keras-healthy": Recipe("healthy", replace(BASE, optimizer="adamw", lr=1e-3), (32, 64), model="keras",
+                            epochs=10, why="Keras, Adam at its default rate for 10 epochs"),
+    "keras-overfitting": Recipe("overfitting", replace(OVERFIT, lr=1e-2), (16, 50), model="keras", epochs=30,
+                                why="Keras, 50 examples, a wide layer, no regularisation, 30 epochs"),
+    "keras-lr_too_high": Recipe("lr_too_high", replace(BASE, activation="tanh", lr=2.0), (32, 64),
+                                model="keras", epochs=10, why="Keras, tanh units, SGD at 40x the good rate"),
 }
 
 
@@ -117,50 +149,135 @@ def _activation_logger(model: ch08.DeepMLP, x: torch.Tensor, writer, last: int):
     return after_update
 
 
-def _epoch_evaluator(model, data: ch08.Data, per_epoch: int, evals: list, inner):
-    """``after_update``: ``inner``, then an evaluation at the end of each epoch into ``evals``."""
-    from utils import evaluation
+def _epoch_evaluator(model, evaluate, per_epoch: int, evals: list, inner):
+    """``after_update``: ``inner``, then ``evaluate(model)`` at the end of each epoch into ``evals``."""
 
     def after_update(step: int, stats) -> None:
         inner(step, stats)
         if (step + 1) % per_epoch == 0:
-            metrics = evaluation.evaluate(model, [(data.x_val, data.y_val)], evaluation.classification_loss)
-            evals.append((step, metrics))
+            evals.append((step, evaluate(model)))
             model.train()
 
     return after_update
 
 
-def train_recipe(folder: Path, name: str, recipe: Recipe, batch: int, seed: int) -> Trained:
-    """Train one recipe at one batch size and seed with ``utils.loop.train``, logged to
-    ``folder/book/<name>``; return its scalars read back."""
-    from utils import batches, evaluation, loop, tb
+@dataclass
+class Training:
+    """What ``_train_logged`` needs of one model: the model and its optimizer, its batches and loss, its
+    evaluation (``model -> {"loss": ...}``), the updates in an epoch (Hugging Face's evaluations), and an
+    ``after_update`` of its own (``writer, last step -> after_update``), if any."""
 
-    setting = replace(recipe.setting, batch=batch)
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    batch_fn: Callable[[int], tuple[torch.Tensor, torch.Tensor]]
+    loss_fn: Callable
+    evaluate: Callable[[torch.nn.Module], dict[str, float]]
+    per_epoch: int
+    extra_logging: Callable | None = None
+
+
+def _mlp_training(setting: ch08.Setting, seed: int) -> Training:
+    """Chapter 8's MLP on the digits, with its activations logged (``_activation_logger``)."""
+    from utils import batches, evaluation
+
     data = ch08.digits_data(setting, seed)
     torch.manual_seed(seed)
     model = ch08.DeepMLP(setting)
+    return Training(model, ch08.make_optimizer(model, setting),
+                    batches.epoch_batches(data.x_train, data.y_train, setting.batch, seed=seed),
+                    ch08.loss_function(setting.loss),
+                    lambda m: evaluation.evaluate(m, [(data.x_val, data.y_val)], evaluation.classification_loss),
+                    math.ceil(len(data.x_train) / setting.batch),
+                    lambda writer, last: _activation_logger(model, data.x_val[:256], writer, last))
+
+
+@functools.lru_cache(maxsize=1)
+def _shakespeare():
+    """Tiny Shakespeare's training ids, and GPT_VAL_BATCHES fixed windows of its validation split."""
+    from utils import batches, datasets
+
+    tokenizer, train_ids, val_ids = datasets.shakespeare_data()
+    val_fn = batches.random_windows(val_ids, GPT_BLOCK, 32, seed=99)
+    return tokenizer.vocab_size, train_ids, [val_fn(i) for i in range(GPT_VAL_BATCHES)]
+
+
+def _gpt_training(setting: ch08.Setting, seed: int) -> Training:
+    """The book's GPT (``utils.gpt``), two blocks of width 48, on characters of Tiny Shakespeare; an "epoch"
+    (when Hugging Face's layout evaluates) is GPT_EPOCH updates of random windows."""
+    from utils import batches, evaluation
+    from utils.gpt import GPT, GPTConfig
+
+    vocab, train_ids, val = _shakespeare()
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(vocab_size=vocab, block_size=GPT_BLOCK, n_layer=2, n_head=2, n_embd=48))
+    return Training(model, ch08.make_optimizer(model, setting),
+                    batches.random_windows(train_ids, GPT_BLOCK, setting.batch, seed=seed), evaluation.lm_loss,
+                    lambda m: evaluation.evaluate(m, val, evaluation.lm_loss, units="tokens"), GPT_EPOCH)
+
+
+def train_recipe(folder: Path, name: str, recipe: Recipe, batch: int, seed: int) -> Trained:
+    """Train one recipe at one batch size and seed with ``utils.loop.train``, logged to
+    ``folder/book/<name>``; return its scalars read back."""
+    from utils import loop, tb
+
+    setting = replace(recipe.setting, batch=batch)
+    training = (_gpt_training if recipe.model == "gpt" else _mlp_training)(setting, seed)
     min_lr = setting.lr / 10 if recipe.decay else setting.lr
     config = loop.TrainConfig(max_steps=setting.steps, lr=setting.lr, min_lr=min_lr, warmup_steps=recipe.warmup,
                               grad_clip=setting.grad_clip, eval_every=recipe.eval_every,
                               histogram_every=HISTOGRAM_EVERY, update_ratio_every=UPDATE_RATIO_EVERY,
                               progress=False)
-    per_epoch = math.ceil(len(data.x_train) / batch)
     evals: list[tuple[int, dict[str, float]]] = []
     with tb.open_run("book", name, root=folder, hparams=ch08.setting_hparams(setting),
                      allow_non_finite=True) as writer:
-        acts = _activation_logger(model, data.x_val[:256], writer, setting.steps - 1)
-        loop.train(model, ch08.make_optimizer(model, setting), config,
-                   batch_fn=batches.epoch_batches(data.x_train, data.y_train, batch, seed=seed),
-                   loss_fn=ch08.loss_function(setting.loss), writer=writer,
-                   eval_fn=lambda m: evaluation.evaluate(m, [(data.x_val, data.y_val)],
-                                                         evaluation.classification_loss),
-                   after_update=_epoch_evaluator(model, data, per_epoch, evals, acts))
+        extra = training.extra_logging(writer, setting.steps - 1) if training.extra_logging else \
+            (lambda step, stats: None)
+        loop.train(training.model, training.optimizer, config, batch_fn=training.batch_fn,
+                   loss_fn=training.loss_fn, writer=writer, eval_fn=training.evaluate,
+                   after_update=_epoch_evaluator(training.model, training.evaluate, training.per_epoch, evals,
+                                                 extra))
         run = Path(writer.logdir)
     frame = tb.read_scalars(run)
     scalars = {tag: (points.step.to_numpy(), points.value.to_numpy(dtype=float))
                for tag, points in frame.groupby("tag", sort=False)}
-    return Trained(run, scalars, evals, per_epoch)
+    return Trained(run, scalars, evals, training.per_epoch)
+
+
+# --------------------------------------------------------------------------------------------- Keras
+
+
+def _keras_mlp(setting: ch08.Setting):
+    """Chapter 8's MLP in Keras: ``depth`` Dense layers of ``width`` units and ``activation``, ten logits;
+    compiled with SGD (momentum 0.9) or AdamW as ``setting.optimizer`` says, as ``ch08.make_optimizer``."""
+    import keras
+
+    hidden = [keras.layers.Dense(setting.width, activation=setting.activation) for _ in range(setting.depth)]
+    model = keras.Sequential([keras.Input((ch08.SIDE * ch08.SIDE,)), *hidden, keras.layers.Dense(10)])
+    optimizer = keras.optimizers.SGD(setting.lr, momentum=0.9) if setting.optimizer == "sgd" else \
+        keras.optimizers.AdamW(setting.lr, weight_decay=setting.weight_decay)
+    model.compile(optimizer=optimizer, metrics=["accuracy"],
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def train_keras(path: Path, recipe: Recipe, batch: int, seed: int) -> None:
+    """Train one Keras recipe at one batch size and seed with ``model.fit`` on the digits (the split of
+    ``ch08.digits_data``), logged to ``path`` by ``keras.callbacks.TensorBoard``."""
+    # TensorFlow's ops on one thread, as torch's in write_zoo, and its start-up notices (which would bury the
+    # output) off; it reads these when its runtime starts, so a process that already ran it keeps its own
+    for name, value in {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
+                        "TF_CPP_MIN_LOG_LEVEL": "3"}.items():
+        os.environ.setdefault(name, value)
+    import keras
+
+    setting = replace(recipe.setting, batch=batch)
+    data = ch08.digits_data(setting, seed)
+    keras.backend.clear_session()  # layer names restart (dense, dense_1): the same histogram tags in every run
+    keras.utils.set_random_seed(seed)
+    model = _keras_mlp(setting)
+    model.fit(data.x_train.numpy(), data.y_train.numpy(), batch_size=batch, epochs=recipe.epochs, verbose=0,
+              validation_data=(data.x_val.numpy(), data.y_val.numpy()),
+              callbacks=[keras.callbacks.TensorBoard(str(path), histogram_freq=KERAS_HISTOGRAM_EPOCHS)])
 
 
 # --------------------------------------------------------------------------------------------- other layouts
@@ -222,10 +339,26 @@ def write_hf(path: Path, trained: Trained) -> None:
         "train/loss": (loss_steps, loss), "train/grad_norm": (grad_steps, grad), "train/learning_rate": (lr_steps, lr),
         "train/epoch": (loss_steps, loss_steps / trained.steps_per_epoch),
         "eval/loss": (eval_steps, [m["loss"] for _, m in evals]),
-        "eval/accuracy": (eval_steps, [m["accuracy"] for _, m in evals])})
+        **({"eval/accuracy": (eval_steps, [m["accuracy"] for _, m in evals])} if evals and "accuracy" in evals[0][1]
+           else {})})
 
 
-WRITERS = {"tutorial": write_tutorial, "split": write_split, "hf": write_hf}
+def write_add_scalars(path: Path, trained: Trained) -> None:
+    """Curves overlaid with torch.utils.tensorboard's ``add_scalars``: ``add_scalars("loss", {"train": ...})``
+    every update and ``{"val": ...}`` at every evaluation, ``"accuracy"`` likewise. Each name gets a
+    sub-writer of its own (``loss_train/``, ``loss_val/``, ``accuracy_train/``, ``accuracy_val/``) holding
+    the one tag ``loss`` or ``accuracy``."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(path))
+    for main_tag in ("loss", "accuracy"):
+        for name, tag in (("train", f"train/{main_tag}"), ("val", f"val/{main_tag}")):
+            for step, value in zip(*_series(trained, tag), strict=True):
+                writer.add_scalars(main_tag, {name: float(value)}, int(step))
+    writer.close()
+
+
+WRITERS = {"tutorial": write_tutorial, "split": write_split, "hf": write_hf, "add_scalars": write_add_scalars}
 
 
 # --------------------------------------------------------------------------------------------- the zoo
@@ -234,20 +367,23 @@ WRITERS = {"tutorial": write_tutorial, "split": write_split, "hf": write_hf}
 def zoo_plan(seeds: Iterable[int] = (0, 1, 2), recipes: Iterable[str] | None = None,
              one_batch: bool = False) -> list[tuple[str, int, int, str]]:
     """``(recipe, batch, seed, other layout)`` of every training, the other layouts taken in turn so that
-    each recipe is written in each of them across its seeds and batch sizes."""
+    each recipe is written in each of them across its seeds and batch sizes; a Keras recipe's layout is
+    always ``KERAS_LAYOUT`` (its only one)."""
     plan = []
     others = [layout for layout in LAYOUTS if layout != "book"]
     for r, name in enumerate(recipes or RECIPES):
         sizes = RECIPES[name].batches[:1] if one_batch else RECIPES[name].batches
         for i, (batch, seed) in enumerate((b, s) for s in seeds for b in sizes):
-            plan.append((name, batch, seed, others[(r + i) % len(others)]))
+            keras = RECIPES[name].model == "keras"
+            plan.append((name, batch, seed, KERAS_LAYOUT if keras else others[(r + i) % len(others)]))
     return plan
 
 
 def write_zoo(folder: str | Path, seeds: Iterable[int] = (0, 1, 2), recipes: Iterable[str] | None = None,
               one_batch: bool = False) -> dict[str, str]:
     """Train and write the zoo under ``folder``: ``{run name: fault}``, one run per training in the book's
-    layout and one in another (``zoo_plan``). Runs torch on one thread, restoring the caller's count."""
+    layout and one in another (``zoo_plan``), a Keras training's one run in its own. Runs torch on one
+    thread, restoring the caller's count."""
     folder = Path(folder)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -255,9 +391,12 @@ def write_zoo(folder: str | Path, seeds: Iterable[int] = (0, 1, 2), recipes: Ite
     try:
         for name, batch, seed, layout in zoo_plan(seeds, recipes, one_batch):
             run = f"{name}-b{batch}-s{seed}"
-            trained = train_recipe(folder, run, RECIPES[name], batch, seed)
-            WRITERS[layout](folder / layout / run, trained)
-            labels[f"book/{run}"] = labels[f"{layout}/{run}"] = RECIPES[name].fault
+            if layout == KERAS_LAYOUT:
+                train_keras(folder / layout / run, RECIPES[name], batch, seed)
+            else:
+                WRITERS[layout](folder / layout / run, train_recipe(folder, run, RECIPES[name], batch, seed))
+                labels[f"book/{run}"] = RECIPES[name].fault
+            labels[f"{layout}/{run}"] = RECIPES[name].fault
     finally:
         torch.set_num_threads(threads)
     return labels

@@ -23,6 +23,7 @@ Training
     ``distributed``: data-parallel training with ``torch.distributed`` (DDP, the all-reduce by hand, FSDP),
     the script chapter 9 launches with torchrun, each rank running ``loop.train``.
     ``torchrun``: that script's command line, and launching (or killing) it with torchrun on this machine.
+    ``comm``: what DDP sends and when (its buckets, ``no_sync``, the overlap), gloo's all-reduce timed.
     ``memory``: the memory arithmetic of training (weights, gradients, AdamW states, activations), measured.
     ``optim``: AdamW with decay on matrices only and per-group rates, and its warm-up + cosine scheduler.
     ``schedule``: the warm-up + cosine learning rate as a pure function of the step.

@@ -8,6 +8,9 @@ arbitrary code runs from a file), so everything saved is tensors, numbers, strin
 A missing or unreadable file raises ``CheckpointNotFoundError`` / ``CheckpointCorruptError`` naming the path
 and what to do; a file of a newer format ``CheckpointFormatError``; one written for another model or with
 other settings ``CheckpointMismatchError`` (``check_same``, and ``load_checkpoint`` on a shape mismatch).
+
+A model sharded over ranks (FSDP) is saved sharded instead: ``save_sharded`` and ``load_sharded``, with
+``torch.distributed.checkpoint``, one file per rank, loadable on any number of ranks.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -262,3 +266,50 @@ def prune_checkpoints(directory: str | Path, keep: int) -> list[Path]:
     for path in old:
         path.unlink(missing_ok=True)
     return old
+
+
+# --------------------------------------------------------------------------------------------- sharded
+
+SHARDED_INDEX = ".metadata"  # what torch.distributed.checkpoint writes last: which file holds which slice
+
+
+def save_sharded(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 folder: str | Path) -> None:
+    """Save a sharded (FSDP) model and its AdamW states with
+    ``torch.distributed.checkpoint`` (DCP), called on every rank: each rank writes
+    the slices it holds, ``__<rank>_0.distcp``, all at once, and rank 0 writes
+    ``.metadata``, the index of which file holds which slice of which tensor. No
+    rank gathers the whole model, which at scale would not fit in one process."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    # this rank's shards (DTensors), keyed by parameter name
+    weights, states = get_state_dict(model, optimizer)
+    dcp.save({"model": weights, "optimizer": states}, checkpoint_id=str(folder))
+
+
+def load_sharded(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 folder: str | Path) -> None:
+    """Load what ``save_sharded`` wrote into ``model`` and ``optimizer``, on any
+    number of ranks: each process reads, from every rank's file, the slices its own
+    tensors cover (in one process, all of them: the checkpoint is resharded as it
+    loads). Called on every rank, or in one process."""
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    if not (Path(folder) / SHARDED_INDEX).is_file():
+        raise CheckpointNotFoundError(
+            f"{folder} holds no sharded checkpoint (no {SHARDED_INDEX}, which "
+            "torch.distributed.checkpoint writes last): give the folder save_sharded "
+            "wrote, of a run that finished saving it")
+    # the layout to fill, AdamW's states created
+    weights, states = get_state_dict(model, optimizer)
+    state = {"model": weights, "optimizer": states}
+    one_process = not dist.is_initialized()
+    with warnings.catch_warnings():
+        # DCP warns that it loads "in a single process" when it does: that is the intent
+        warnings.filterwarnings("ignore", "torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=str(folder), no_dist=one_process)
+    set_state_dict(model, optimizer, model_state_dict=state["model"],
+                   optim_state_dict=state["optimizer"])

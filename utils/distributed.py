@@ -85,6 +85,7 @@ class DistConfig:
     flush_every_step: bool = False  # put each step on disk at once (for a run that will be killed)
     weights_out: str = ""
     summary_out: str = ""
+    sharded_out: str = ""  # fsdp: a folder for the sharded checkpoint of the end (checkpoint.save_sharded)
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, GPTConfig) or not isinstance(self.training, loop.TrainConfig):
@@ -102,6 +103,9 @@ class DistConfig:
         if self.mode == "fsdp" and (self.training.checkpoint_every or self.resume):
             raise ValueError("this script saves whole-model checkpoints; an FSDP run would need sharded ones "
                              "(torch.distributed.checkpoint): run mode='fsdp' without checkpoint_every and resume")
+        if self.sharded_out and self.mode != "fsdp":
+            raise ValueError("sharded_out saves the shards of an FSDP run: use mode='fsdp', or weights_out "
+                             "for the whole model")
         if self.resume and not self.training.checkpoint_dir:
             raise ValueError("resume needs checkpoint_dir: say where the checkpoints to resume from are")
 
@@ -306,7 +310,10 @@ def train_distributed(config: DistConfig) -> dict[str, Any]:
             loss_fn=loss_through(forward), writer=writer, resume_from=resume_from,
             extra_state={"distributed": asdict(config)},
             after_backward=average_gradients if config.mode == "by-hand" else None,
-            after_update=_after_update(config, writer, every, own_losses), ranks=group_ranks())
+            after_update=_after_update(config, writer, every, own_losses), ranks=group_ranks(),
+            no_sync=getattr(forward, "no_sync", contextlib.nullcontext))  # DDP: all-reduce once per update
+    if config.sharded_out:
+        ckpt.save_sharded(model, optimizer, config.sharded_out)
     return _summary(config, model, optimizer, result, own_losses)
 
 

@@ -185,18 +185,21 @@ def interrupt_after(updates: int) -> AfterUpdate:
 def accumulate_gradients(model: torch.nn.Module, loss_fn: LossFn,
                          micro_batches: list[Batch],
                          autocast: Callable[[], Any] = contextlib.nullcontext,
+                         no_sync: Callable[[], Any] = contextlib.nullcontext,
                          ) -> StepStats:
     """Add the gradient of the mean loss over ``micro_batches`` to ``.grad``: backward
     of ``loss_i / k`` for each of the k micro-batches. Equal to one backward over the
     concatenated batch when the micro-batches have the same size and the loss is a
-    per-example mean."""
+    per-example mean. ``no_sync``: DDP's ``no_sync``, entered for all micro-batches
+    but the last, so that the ranks all-reduce once per update, not k times."""
     k = len(micro_batches)
     losses, sums = [], {}
-    for batch in micro_batches:
-        with autocast():
-            loss, metrics = loss_fn(model, batch)
-        # dividing here makes the summed .grad the gradient of the mean
-        (loss / k).backward()
+    for i, batch in enumerate(micro_batches):
+        with no_sync() if i < k - 1 else contextlib.nullcontext():
+            with autocast():
+                loss, metrics = loss_fn(model, batch)
+            # dividing here makes the summed .grad the gradient of the mean
+            (loss / k).backward()
         losses.append(loss.detach().float())
         for name, value in metrics.items():
             sums[name] = sums.get(name, 0.0) + float(value)
@@ -209,15 +212,16 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                grad_clip: float | None = None,
                autocast: Callable[[], Any] = contextlib.nullcontext,
                after_backward: Callable[[torch.nn.Module], None] | None = None,
+               no_sync: Callable[[], Any] = contextlib.nullcontext,
                ) -> StepStats:
     """One optimizer update from ``micro_batches`` (already on the model's device).
     ``after_backward(model)`` runs once the gradients are complete, before clipping
-    (``utils.distributed.average_gradients``: the all-reduce written by hand). A
-    non-finite loss or gradient norm makes no update: the weights stay as they were and
-    ``StepStats.finite`` is False."""
+    (``utils.distributed.average_gradients``: the all-reduce written by hand);
+    ``no_sync``: see ``accumulate_gradients``. A non-finite loss or gradient norm
+    makes no update: the weights stay as they were and ``StepStats.finite`` is False."""
     # set_to_none: .grad is None, not a tensor of zeros
     optimizer.zero_grad(set_to_none=True)
-    stats = accumulate_gradients(model, loss_fn, micro_batches, autocast)
+    stats = accumulate_gradients(model, loss_fn, micro_batches, autocast, no_sync)
     if after_backward is not None:
         # before any early return: on several ranks it is a collective
         after_backward(model)
@@ -293,7 +297,8 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: Trai
           extra_state: Mapping[str, Any] | None = None,
           after_backward: Callable[[torch.nn.Module], None] | None = None,
           after_update: AfterUpdate | None = None,
-          ranks: Ranks = ONE_PROCESS) -> TrainResult:
+          ranks: Ranks = ONE_PROCESS,
+          no_sync: Callable[[], Any] = contextlib.nullcontext) -> TrainResult:
     """Train ``model`` for ``config.max_steps`` updates, logging through ``writer`` (a
     ``tb.RunWriter``).
 
@@ -303,8 +308,8 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: Trai
     {"loss": ..., ...}. The optimizer's peak learning rate is ``config.lr``
     (``set_peak_lr``). resume_from: a checkpoint of an earlier segment (open the writer
     with ``open_segment``). peak_gflops: the denominator of ``perf/mfu``. extra_state:
-    plain data saved in every checkpoint. after_backward: see ``train_step``;
-    after_update: ``AfterUpdate``; ranks: ``Ranks``.
+    plain data saved in every checkpoint. after_backward and no_sync: see
+    ``train_step``; after_update: ``AfterUpdate``; ranks: ``Ranks``.
     """
     run = _prepare(model, optimizer, config, resume_from)
     k, last, due = config.grad_accum_steps, config.max_steps - 1, hooks.due
@@ -317,7 +322,8 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: Trai
         before = hooks.snapshot_matrices(model) if ratio_due else None
         lrs = hooks.group_lrs(optimizer)  # the rates this update uses
         own = train_step(model, optimizer, micro, loss_fn, grad_clip=config.grad_clip,
-                         autocast=run.autocast, after_backward=after_backward)
+                         autocast=run.autocast, after_backward=after_backward,
+                         no_sync=no_sync)
         # what this rank's rows gave -> what the whole batch gave
         stats = hooks.over_ranks(own, ranks)
         # divergence, handled here only: log what the writer accepts, stop

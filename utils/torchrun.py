@@ -34,7 +34,8 @@ FLAGS = {"steps": ("training", "max_steps"), "global_batch": ("", "global_batch"
          "checkpoint_every": ("training", "checkpoint_every"),
          "checkpoint_dir": ("training", "checkpoint_dir"), "resume": ("", "resume"),
          "flush_every_step": ("", "flush_every_step"), "weights_out": ("", "weights_out"),
-         "summary_out": ("", "summary_out")}
+         "summary_out": ("", "summary_out"), "sharded_out": ("", "sharded_out"),
+         "grad_accum_steps": ("training", "grad_accum_steps")}
 
 
 # --------------------------------------------------------------------------------------------- flags
@@ -141,10 +142,17 @@ def launch_command(nproc: int, config: DistConfig, *, nnodes: int = 1,
     machines that meet at ``rdzv_endpoint`` (``HOST:PORT`` of one of them, the same command on each). By
     default this machine alone, on 127.0.0.1 (the agent's address too, ``--local-addr``), at a port torchrun's
     agent opens itself and hands to the ranks."""
+    return module_command(nproc, "utils.distributed", config_arguments(config), nnodes=nnodes,
+                          rdzv_endpoint=rdzv_endpoint)
+
+
+def module_command(nproc: int, module: str, arguments: Sequence[str], *, nnodes: int = 1,
+                   rdzv_endpoint: str = LOCAL_ENDPOINT) -> list[str]:
+    """torchrun's command line for ``nproc`` ranks per machine of ``python -m module *arguments``."""
     local = ["--local-addr", "127.0.0.1"] if rdzv_endpoint == LOCAL_ENDPOINT else []
     return [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nnodes), "--nproc_per_node",
             str(nproc), "--rdzv-backend", "c10d", "--rdzv-endpoint", rdzv_endpoint, *local,
-            "-m", "utils.distributed", *config_arguments(config)]
+            "-m", module, *arguments]
 
 
 #: What a run on several machines needs from its environment, and what each setting does.
@@ -183,8 +191,18 @@ def launch_env() -> dict[str, str]:
 
 def launch(nproc: int, config: DistConfig, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run ``nproc`` ranks with torchrun and wait; raise with the output's end if any rank failed."""
-    done = subprocess.run(launch_command(nproc, config), env=launch_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    return run_command(launch_command(nproc, config), timeout)
+
+
+def launch_module(nproc: int, module: str, arguments: Sequence[str],
+                  timeout: float = 600) -> subprocess.CompletedProcess:
+    """``launch`` for another script: ``nproc`` ranks of ``python -m module *arguments``."""
+    return run_command(module_command(nproc, module, arguments), timeout)
+
+
+def run_command(command: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run a torchrun command with ``launch_env`` and wait; raise with the output's end if a rank failed."""
+    done = subprocess.run(command, env=launch_env(), capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"torchrun exited with {done.returncode}:\n{(done.stdout + done.stderr)[-3000:]}")
     return done

@@ -64,6 +64,22 @@ def whole_number(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def whole_numbers(minimum: int) -> Callable[[str], list[int]]:
+    """An ``argparse`` type: comma-separated whole numbers, each >= ``minimum`` (``0,1,2``)."""
+
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(part) for part in text.split(",")]
+        except ValueError:
+            values = []
+        if not values or min(values) < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} is not allowed: give comma-separated whole numbers "
+                                             f">= {minimum}, e.g. {minimum},{minimum + 1}")
+        return values
+
+    return parse
+
+
 def decimal(minimum: float, *, above: bool = False) -> Callable[[str], float]:
     """An ``argparse`` type: a finite number >= ``minimum`` (> with ``above``)."""
 

@@ -3,6 +3,7 @@
 import math
 
 import torch
+import torch.distributed as dist
 
 from utils import hooks
 
@@ -25,3 +26,11 @@ def averaged_gradients(per_rank):
 def should_log(env, step, log_every, last_step):
     rank = int(env.get("RANK", "0"))  # environment variables are strings; no torchrun: rank 0
     return rank == 0 and hooks.due(log_every, step, last_step)
+
+
+def all_reduce_gradients(model):
+    world_size = dist.get_world_size()
+    for parameter in model.parameters():
+        if parameter.grad is not None:
+            dist.all_reduce(parameter.grad)  # a sum over the ranks, in place, on every rank
+            parameter.grad /= world_size

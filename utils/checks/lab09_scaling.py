@@ -1,6 +1,6 @@
 """Checkers of lab 9 (``labs/lab09_scaling.ipynb``): sharding a dataset over ranks as torch's
-``DistributedSampler`` does, averaging the ranks' gradients as DDP's all-reduce does, and the guard that lets
-only global rank 0 write logs.
+``DistributedSampler`` does, averaging the ranks' gradients as DDP's all-reduce does, the guard that lets
+only global rank 0 write logs, and the all-reduce itself in real processes (run by ``utils.checks.ranks``).
 
 Each checker compares the answer with a reference on inputs it builds itself, and names a mistake only
 when the answer reproduces that mistake's output exactly on every input (see ``utils.checks``).
@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from utils.checks import CheckFailed, call, checker, passed, unchanged
+from utils.checks import CheckFailed, call, checker, passed, ranks, unchanged
 from utils.hooks import due
 
 # --------------------------------------------------------------------------- lab09.shard_indices
@@ -305,3 +305,112 @@ def check_should_log(should_log: Callable[..., Any]) -> None:
     env, step, every, last = _LOG_CASES[wrong[0]]
     raise CheckFailed(f"should_log({env}, step={step}, log_every={every}, last_step={last}) returned "
                       f"{answers[wrong[0]]}, expected {reference_should_log(env, step, every, last)}")
+
+
+# --------------------------------------------------------------------------- lab09.all_reduce_gradients
+
+
+def _close(got: torch.Tensor, want: torch.Tensor) -> bool:
+    return got.shape == want.shape and torch.allclose(got.double(), want.double(), rtol=1e-4, atol=1e-7)
+
+
+# Each fault: what every rank's gradient of every parameter is when the answer has it, from (what the ranks
+# sent, the whole batch's gradients, world size, rank, parameter name).
+_RANK_FAULTS: list[tuple[Callable[..., torch.Tensor], str]] = [
+    (lambda s, m, w, r, n: w * m[n],
+     "the gradients are W times the whole batch's (twice with 2 ranks, 3 times with 3): all_reduce sums over "
+     "the ranks; divide the sum by the world size"),
+    (lambda s, m, w, r, n: w / 2 * m[n],
+     "it divides by a hard-coded 2: right with 2 ranks, 1.5 times too large with 3. Divide by the world size, "
+     "which the process group knows"),
+    (lambda s, m, w, r, n: m[n] / w,
+     "the gradients are 1/W of the whole batch's: divided by the world size twice (an all-reduce with "
+     "ReduceOp.AVG has divided already)"),
+    (lambda s, m, w, r, n: s[w, 0].own[n],
+     "every rank holds rank 0's own gradient: that is a broadcast, which copies one rank's gradient. "
+     "all_reduce combines every rank's"),
+]
+
+
+def _kept_own(sent: dict[tuple[int, int], ranks.RankGradients]) -> str:
+    """Why each rank still holds its own gradient: a return value, the weights averaged, or no collective."""
+    returned = next((g.returned for g in sent.values() if g.returned), None)
+    if returned:
+        return (f"it returned a {returned} and left every parameter's .grad as it was: replace the gradients "
+                "on the parameters themselves (the optimizer reads .grad, not what the function returns)")
+
+    def reduced(w, n, got):  # the mean over the ranks of their weights, or their sum
+        mean = torch.stack([sent[w, k].weights[n] for k in range(w)]).mean(0)
+        return _close(got, mean) or _close(got, w * mean)
+
+    if all(reduced(w, n, g.weights_after[n]) for (w, _), g in sent.items() for n in g.weights):
+        return ("it all-reduced the weights (p.data, or the parameters themselves), not the gradients: each "
+                "rank kept its own gradient. (The check gave each rank slightly different weights to see this; "
+                "in DDP they are equal, and averaging them changes nothing.) Reduce each parameter's .grad")
+    return ("each rank still holds its own gradient, of its own rows only: no collective changed .grad. "
+            "All-reduce each parameter's gradient itself, in place: a reduced copy never reaches .grad")
+
+
+_Sent = dict[tuple[int, int], ranks.RankGradients]  # {(world size, rank): what that rank sent back}
+
+
+def _missing_gradient(sent: _Sent, whole: dict[str, torch.Tensor]) -> str | None:
+    for (w, r), g in sent.items():
+        for n, grad in g.grads.items():
+            if grad is None or grad.shape != whole[n].shape:
+                held = ("no gradient (.grad is None)" if grad is None
+                        else f"a gradient of shape {tuple(grad.shape)}")
+                return (f"with {w} ranks, rank {r}'s {n!r} has {held} after it: replace each gradient by its "
+                        f"mean over the ranks, of the same shape {tuple(whole[n].shape)}")
+    return None
+
+
+def _gradient_fault(sent: _Sent, whole: dict[str, torch.Tensor]) -> str | None:
+    """The fault of the gradients the ranks hold after the answer; None when every rank holds the whole
+    batch's gradient and its weights are untouched."""
+    missing = _missing_gradient(sent, whole)
+    if missing:
+        return missing
+
+    def everywhere(target):
+        return all(_close(g.grads[n], target(w, r, n)) for (w, r), g in sent.items() for n in whole)
+
+    if everywhere(lambda w, r, n: whole[n]):
+        moved = [n for g in sent.values() for n in g.weights
+                 if not torch.equal(g.weights[n], g.weights_after[n])]
+        return None if not moved else (f"the gradients are right, but it changed the weights ({moved[0]!r}): "
+                                       "average the gradients only; the optimizer's step changes the weights")
+    if everywhere(lambda w, r, n: sent[w, r].own[n]):
+        return _kept_own(sent)
+    if all(_close(g.grads[n], whole[n]) for (w, r), g in sent.items() for n in whole if r == 0):
+        return ("only rank 0 holds the mean; the other ranks' gradients differ from it: a reduce sends the "
+                "result to one rank, an all-reduce to every rank, and every rank's optimizer needs it")
+    for fault, diagnosis in _RANK_FAULTS:
+        if everywhere(lambda w, r, n, fault=fault: fault(sent, whole, w, r, n)):
+            return diagnosis
+    averaged = [n for n in whole if all(_close(g.grads[n], whole[n]) for g in sent.values())]
+    kept = [n for n in whole if all(_close(g.grads[n], g.own[n]) for g in sent.values())]
+    if averaged and len(averaged) + len(kept) == len(whole):
+        return (f"only {len(averaged)} of the model's {len(whole)} parameters hold the mean; the others ("
+                f"{', '.join(map(repr, kept[:3]))}{', ...' if len(kept) > 3 else ''}) still hold each rank's "
+                "own gradient: average the gradient of every parameter of the model")
+    (w, r), n = next(((w, r), n) for (w, r), g in sent.items() for n in whole
+                     if not _close(g.grads[n], whole[n]))
+    start = lambda t: [round(v, 6) for v in t.flatten()[:3].tolist()]  # noqa: E731
+    return (f"with {w} ranks, rank {r}'s gradient of {n!r} starts {start(sent[w, r].grads[n])}; the whole "
+            f"batch's starts {start(whole[n])} (that rank's own rows': {start(sent[w, r].own[n])})")
+
+
+# 3 ranks as well as 2: they tell a hard-coded 2 from the world size.
+_RANK_WORLDS = (2, 3)
+
+
+@checker("lab09.all_reduce_gradients")
+def check_all_reduce_gradients(all_reduce_gradients: Callable[..., Any]) -> None:
+    """``all_reduce_gradients(model)``, run in each rank of 2 and of 3 real processes (gloo on 127.0.0.1):
+    after it, every rank's ``.grad`` must be the whole global batch's gradient, its weights unchanged."""
+    sent = ranks.run_gradients(all_reduce_gradients, _RANK_WORLDS)
+    fault = _gradient_fault(sent, ranks.whole_batch_gradients())
+    if fault:
+        raise CheckFailed(fault)
+    passed("lab09.all_reduce_gradients")

@@ -23,6 +23,9 @@ Keras (``epoch_loss``, ``epoch_accuracy``, ``epoch_learning_rate``, ``batch_loss
 ``RUN/validation``, ``RUN/eval``, ``RUN/test``: Keras's callback, or the usual way to overlay curves) is one
 run ``RUN``: the ``train`` writer's tags as they are (its ``loss`` is the training loss), the others' prefixed
 with their folder (``val/loss``, ``validation/epoch_loss``: the validation loss, never a training loss).
+So are ``add_scalars``'s sub-writers (``RUN/loss_train`` and ``RUN/loss_val`` from torch.utils.tensorboard,
+``RUN/loss/train`` and ``RUN/loss/val`` from tensorboardX, each holding the one tag ``loss``): one run ``RUN``
+whose tags are ``loss/train`` and ``loss/val``. A tag the table lists in other capitals plays its role too.
 
 ``--tag role=TAG`` (repeatable) names the tag that plays a role instead of the table, in every run that has
 it (for ``weights``, ``grads``, ``activations``: a prefix of histogram tags; a per-split writer's tags carry

@@ -101,17 +101,21 @@ def layer_role(tag: str, overrides: Mapping[str, str] | None = None) -> str | No
 
 def scalar_roles(scalars: Iterable[str], overrides: Mapping[str, str] | None = None) -> dict[str, str]:
     """``{role: tag}`` for the scalar roles this run's tags play: an override where the run has its tag, else
-    the first tag of the role's list that the run has and no override claims."""
+    the first tag of the role's list that the run has and no override claims, else the first that it has
+    spelled in other capitals (``add_scalars("Loss", {"Train": ..., "Validation": ...})`` writes
+    ``Loss/Train`` and ``Loss/Validation``; no two tags of the table differ only in capitals across roles)."""
     tags = set(scalars)
     overrides = {r: t for r, t in (overrides or {}).items() if r in ROLE_TAGS}
     taken = set(overrides.values())
+    folded = {t.casefold(): t for t in sorted(tags - taken, reverse=True)}  # the first in order wins a tie
     roles = {}
     for role, candidates in ROLE_TAGS.items():
         if role in overrides:
             if overrides[role] in tags:
                 roles[role] = overrides[role]
             continue
-        tag = next((t for t in candidates if t in tags and t not in taken), None)
+        tag = next((t for t in candidates if t in tags and t not in taken), None) or \
+            next((folded[t.casefold()] for t in candidates if t.casefold() in folded), None)
         if tag is not None:
             roles[role] = tag
     return roles

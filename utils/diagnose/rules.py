@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from utils.diagnose import early_divergence
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -25,9 +27,9 @@ class Rule:
 
 NOISE_SE = 3  # a rise counts when larger than this many standard errors of the run's own noise
 EARLY_JUMP = 1.5  # a jump in the first updates: the later points' median at least this x the first point
-NEVER_LEARNED = 0.05  # after a jump in the first updates: a loss never this far below its first value
-SPIKE_FOLLOW = 4
-SPIKE_RETURN = 1.5  # a recovered spike: the loss ends within this x its lowest point before the spike  # points after a gradient-norm jump, one of which must stay up for it to count
+NEVER_LEARNED = 0.05  # after a blow-up in the first updates: a loss that ended less than this below where it was
+SPIKE_FOLLOW = 4  # points after a gradient-norm jump, one of which must stay up for it to count
+SPIKE_RETURN = 1.5  # a recovered spike: the loss ends within this x its lowest point before the spike
 
 RULES: dict[str, Rule] = {rule.name: rule for rule in (
     Rule("non_finite", "error", math.nan, 0, None,
@@ -36,16 +38,21 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
          "division by zero, check the inputs for NaN"),
     Rule("divergence", "error", 3.0, 3, None,
          "the training loss became non-finite or rose above threshold x its start (the largest of its first "
-         "`window` points, so that a fast first drop is no rise; only for a positive start), or never came "
-         "back below its first value after its first `window` points, their median at least EARLY_JUMP x it "
-         "(a jump in the first updates), or jumped above threshold x its first value within them and never "
-         "fell NEVER_LEARNED below that value after (it blew up, and the net it left sits at the untrained "
-         "loss)",
+         "`window` points, so that a fast first drop is no rise; only for a positive start), or blew up in its "
+         "first updates in a way that start hides (early_divergence): it never came back below its first "
+         "value after its first `window` points, their median at least EARLY_JUMP x it; or it jumped above "
+         "threshold x its first value within them and ended (the median of its last quarter) less than "
+         "NEVER_LEARNED below that value (the net it left sits at the untrained loss); or its first point (a "
+         "mean over the first updates, as Hugging Face's Trainer logs the loss) is above threshold x the "
+         "median of the later ones and the loss ended less than NEVER_LEARNED below the median of its points "
+         "from `window` to the middle (it never learned after)",
          "lower the learning rate (or add warmup), clip the gradient norm, check the loss for a bad input"),
     Rule("loss_spike", "warning", 3.0, 40, None,
          "the training loss rose above threshold x its start (as for divergence), came back below that within "
          "`window` steps and stayed there to the end, at least `window` steps, ending within SPIKE_RETURN x "
-         "its lowest point before the spike: the run recovered, worth a look",
+         "its lowest point before the spike: the run recovered, worth a look. Also: a loss that rose above "
+         "EARLY_JUMP x its first value before it ever fell below it, then learned a little and stalled (a "
+         "plateau): the rise is the run's finding, not the plateau (a rate too high from the start)",
          "a bad batch or a too-high rate for a moment: clip the gradient norm, lengthen the warmup, look at "
          "the batch of that step"),
     Rule("scaler_skipped_steps", "note", math.nan, 0, None,
@@ -75,9 +82,10 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
          "stopping detected and acted on, so it is no fault of the run; unless the run went through its whole "
          "learning-rate schedule (its last rate its lowest, at most half its peak): then it did not stop "
          "early, and sparse evaluations are no excuse (if its validation accuracy did not end higher than at "
-         "the best loss). Nor when the rise is within NOISE_SE "
-         "times one evaluation's noise (from the successive differences of the later half: a noisy curve's "
-         "minimum is a low draw, not a turning point)",
+         "the best loss); or its last evaluation is off the evaluation schedule, at its last step (early "
+         "stopping stops at a scheduled one: the run went on to its step budget). Nor when the rise is within "
+         "NOISE_SE times one evaluation's noise (from the second differences of the later half, which a "
+         "steady rise leaves near 0: a noisy curve's minimum is a low draw, not a turning point)",
          "stop at the minimum (early stopping), add weight decay, dropout or augmentation, or more data"),
     Rule("no_validation_progress", "warning", 0.05, 3, 0.1,
          "over at least `window` evaluations the validation loss never fell more than threshold (relative) "
@@ -213,7 +221,7 @@ def check_divergence(tag: str, series: Series) -> list[Finding]:
     limit = rule.threshold * start if start > 0 else math.inf
     bad = np.flatnonzero(~np.isfinite(values) | (values > limit))
     if not len(bad):
-        return _never_back_down(tag, series, rule.window) or _jumped_and_never_learned(tag, series)
+        return _hidden_divergence(tag, series)
     i = bad[0]
     if np.isfinite(values[i]) and _recovered(steps, values, i, limit):
         spike = RULES["loss_spike"]
@@ -237,37 +245,19 @@ def _recovered(steps: np.ndarray, values: np.ndarray, i: int, limit: float) -> b
     return calm and back_where_it_was
 
 
-def _jumped_and_never_learned(tag: str, series: Series) -> list[Finding]:
-    """A loss that jumped above threshold x its first value within its first `window` points and never
-    fell NEVER_LEARNED below that first value afterwards: it blew up, and the model it left (dead units,
-    a saturated output) sits at the untrained loss. The start (the largest of the first points) hides it."""
+def _hidden_divergence(tag: str, series: Series) -> list[Finding]:
+    """A divergence in the first updates that the start (the largest of the first `window` points) hides:
+    ``early_divergence``'s three shapes."""
     rule = RULES["divergence"]
     steps, values = finite_points(series)
-    if len(values) < 2 * rule.window or values[0] <= 0:
+    hit = (early_divergence.never_back_down(steps, values, rule.window, EARLY_JUMP)
+           or early_divergence.jumped_and_never_learned(steps, values, rule.threshold, rule.window, NEVER_LEARNED)
+           or early_divergence.blew_up_within_first_point(steps, values, rule.threshold, rule.window,
+                                                          NEVER_LEARNED))
+    if hit is None:
         return []
-    j = 1 + int(np.argmax(values[1:rule.window]))
-    later = values[rule.window:]
-    if values[j] <= rule.threshold * values[0] or later.min() < (1 - NEVER_LEARNED) * values[0]:
-        return []
-    return [make_finding("divergence", tag, steps[j], values[j],
-                         f"the loss jumped to {values[j] / values[0]:.0f}x its first value at step {steps[j]} "
-                         f"and never fell {NEVER_LEARNED:.0%} below that first value {values[0]:.4g} after it: "
-                         "the run never learned")]
-
-
-def _never_back_down(tag: str, series: Series, window: int) -> list[Finding]:
-    """A loss that jumped in its first updates and never came back below its first value: a divergence
-    that the start (the largest of the first `window` points) hides, as a far too high rate makes it."""
-    steps, values = finite_points(series)
-    later = values[window:]
-    if len(later) < window or values[0] <= 0 or not np.all(later > values[0]):
-        return []
-    if np.median(later) < EARLY_JUMP * values[0]:  # above a noisy first point, not a jump
-        return []
-    i = window + int(np.argmax(later))
-    return [make_finding("divergence", tag, steps[i], values[i],
-                     f"the loss never came back below its first value {values[0]:.4g}: after step "
-                     f"{steps[window - 1]} every point is above it, up to {values[i]:.4g} at step {steps[i]}")]
+    i, explanation = hit
+    return [make_finding("divergence", tag, steps[i], values[i], explanation)]
 
 
 def _last_stretches(series: Series, rule: Rule) -> tuple[np.ndarray, np.ndarray, int, float, float] | None:

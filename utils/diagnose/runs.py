@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.diagnose import early_divergence
 from utils.diagnose.layer_rules import (
     check_collapsed,
     check_dead_layers,
@@ -26,6 +27,8 @@ from utils.diagnose.roles import (
     scalar_roles,
 )
 from utils.diagnose.rules import (
+    EARLY_JUMP,
+    RULES,
     Finding,
     Series,
     check_divergence,
@@ -38,6 +41,7 @@ from utils.diagnose.rules import (
     check_vanishing,
     finite_points,
     loss_converged,
+    make_finding,
     scaler_skips,
 )
 from utils.diagnose.validation_rules import (
@@ -84,9 +88,10 @@ def _no_runs(root: Path) -> Exception:
 
 
 def group_runs(logdir: str | Path) -> dict[str, dict[str, Path]]:
-    """``{run name: {tag prefix: folder}}``: each folder with event files is a run, except the folders of one
-    writer per split (``SPLIT_FOLDERS``: ``train``, ``val``, ``validation``, ``eval``, ``test`` ...), read
-    together as their parent's run, each with its prefix. Every event file is checked first
+    """``{run name: {how its tags are named: folder}}``: each folder with event files is a run, except the
+    writers that belong to another run (``run_owner``): one writer per split (``SPLIT_FOLDERS``: ``train``,
+    ``val``, ``validation``, ``eval``, ``test`` ...) and ``add_scalars``'s sub-writers, each read as part of
+    its parent's run, its tags named as ``tag_name`` says. Every event file is checked first
     (``tb.check_event_file``): an empty, cut short or foreign one raises ``tb.CorruptEventFileError``."""
     from utils import tb
 
@@ -99,26 +104,68 @@ def group_runs(logdir: str | Path) -> dict[str, dict[str, Path]]:
             tb.check_event_file(event_file)
     groups: dict[str, dict[str, Path]] = {}
     for path in runs:
-        split = path.name in SPLIT_FOLDERS and path != root
-        owner, prefix = (path.parent, SPLIT_FOLDERS[path.name]) if split else (path, "")
+        owner, naming = run_owner(path, root)
         name = owner.relative_to(root).as_posix() if owner != root else root.name
-        groups.setdefault(name, {})[prefix] = path
+        groups.setdefault(name, {})[naming] = path
     return groups
+
+
+def run_owner(path: Path, root: Path) -> tuple[Path, str]:
+    """The folder of the run that the writer in ``path`` belongs to, and how its tags are named there
+    (``tag_name``): an ``add_scalars`` sub-writer's one tag ``loss`` in ``RUN/loss_val`` is ``loss/val`` of
+    ``RUN``; a per-split writer's ``loss`` in ``RUN/val`` is ``val/loss`` (the prefix ``val/``)."""
+    owner, naming = _add_scalars_parent(path, root) or (path, "")
+    if owner.name in SPLIT_FOLDERS and owner != root:
+        owner, naming = owner.parent, SPLIT_FOLDERS[owner.name] + naming
+    return owner, naming
+
+
+def _add_scalars_parent(path: Path, root: Path) -> tuple[Path, str] | None:
+    """``(parent run, "<main_tag>/<name>": its one tag's name there)`` when ``path`` is a sub-writer that
+    ``add_scalars(main_tag, {name: value})`` made: it holds one scalar tag, ``main_tag``, and no other tag,
+    in ``RUN/<main_tag with / as _>_<name>`` (torch.utils.tensorboard) or ``RUN/<main_tag>/<name>``
+    (tensorboardX). TensorBoard draws the sub-writers as runs of their own; they are one training's curves,
+    as ``add_scalars("loss", {"train": ..., "val": ...})`` overlays them. ``None`` for any other folder."""
+    from utils import tb
+
+    tags = tb.list_tags(path)
+    if len(tags["scalars"]) != 1 or any(tags[kind] for kind in tags if kind != "scalars") or path == root:
+        return None
+    main_tag = tags["scalars"][0]
+    flat = main_tag.replace("/", "_") + "_"
+    parts = main_tag.split("/")
+    if path.name.startswith(flat) and len(path.name) > len(flat):  # torch.utils.tensorboard
+        parent, name = path.parent, path.name[len(flat):]
+    elif list(path.parts[-len(parts) - 1:-1]) == parts:  # tensorboardX: a folder per part of main_tag
+        parent, name = path.parents[len(parts)], path.name
+    else:
+        return None
+    if parent != root and root not in parent.parents:
+        return None
+    return parent, f"{main_tag}/{name}"
+
+
+def tag_name(naming: str, tag: str) -> str:
+    """A tag as its run names it: ``naming`` is a prefix when empty or ending in ``/`` (``val/`` + ``loss``;
+    ``diagnose_run(name, {"": folder})``), else the whole name of the one tag its folder holds (an
+    ``add_scalars`` sub-writer's ``loss`` is ``loss/val``)."""
+    return naming + tag if naming == "" or naming.endswith("/") else naming
 
 
 def load_run(sources: dict[str, Path]) -> tuple[dict[str, Series], dict[str, tuple[Path, str]], list[str]]:
     """Scalars ``{tag: (steps, values)}`` (a repeated step keeps its last value), histogram locations
-    ``{tag: (folder, tag in that folder)}`` and every other tag, the folder's prefix added to each tag."""
+    ``{tag: (folder, tag in that folder)}`` and every other tag, each named as ``tag_name`` says from its
+    folder's key (``{"": RUN, "val/": RUN/val, "loss/val": RUN/loss_val}``)."""
     from utils import tb
 
     scalars, histograms, others = {}, {}, []
-    for prefix, path in sources.items():
+    for naming, path in sources.items():
         tags = tb.list_tags(path)
         frame = tb.read_scalars(path).drop_duplicates(["tag", "step"], keep="last")
         for tag, points in frame.groupby("tag", sort=False):
-            scalars[prefix + tag] = (points.step.to_numpy(), points.value.to_numpy(dtype=float))
-        histograms.update({prefix + tag: (path, tag) for tag in tags["histograms"]})
-        others += [prefix + tag for kind in ("images", "text", "other") for tag in tags[kind]]
+            scalars[tag_name(naming, tag)] = (points.step.to_numpy(), points.value.to_numpy(dtype=float))
+        histograms.update({tag_name(naming, tag): (path, tag) for tag in tags["histograms"]})
+        others += [tag_name(naming, tag) for kind in ("images", "text", "other") for tag in tags[kind]]
     return scalars, histograms, others
 
 
@@ -144,6 +191,23 @@ def _scaler_skips(roles: dict[str, str], scalars: dict[str, Series]) -> np.ndarr
     return skipped
 
 
+def _plateau_or_early_spike(tag: str, loss: Series) -> list[Finding]:
+    """``check_plateau``'s findings, unless the loss rose before it learned anything and then stalled
+    (``early_divergence.spike_before_learning`` and a plateau): that rise, a loss_spike, is then the finding.
+    The plateau is where a rate too high from the start left the model, and plateau's remedy (raise a
+    too-low rate) would be the wrong advice. A rise before learning after which the loss goes on learning
+    (chapter 8's residual net) is no finding."""
+    plateau = check_plateau(tag, loss)
+    steps, values = finite_points(loss)
+    hit = early_divergence.spike_before_learning(steps, values, EARLY_JUMP, RULES["divergence"].window)
+    if hit is None or [f.rule for f in plateau] != ["plateau"]:
+        return plateau
+    i, rise = hit
+    return [make_finding("loss_spike", tag, steps[i], values[i],
+                         f"{rise}; then {plateau[0].explanation.removeprefix('the loss ')}: a rate too high from the start "
+                         "left it there")]
+
+
 def _scalar_findings(roles: dict[str, str], scalars: dict[str, Series]) -> list[Finding]:
     """The rules on the scalar roles: the training loss, the validation loss (with accuracy), the gradient
     norm, the learning rate."""
@@ -153,7 +217,7 @@ def _scalar_findings(roles: dict[str, str], scalars: dict[str, Series]) -> list[
         diverged = check_divergence(roles["loss"], loss)  # or a loss_spike, after which a plateau counts
         findings += diverged
         if not any(f.rule == "divergence" for f in diverged):
-            findings += check_plateau(roles["loss"], loss)
+            findings += _plateau_or_early_spike(roles["loss"], loss)
         if "val_loss" in roles:
             completed = schedule_completed(scalars.get(roles.get("lr", "")))
             accuracy = scalars.get(roles.get("val_accuracy", ""))
@@ -174,7 +238,9 @@ def _scalar_findings(roles: dict[str, str], scalars: dict[str, Series]) -> list[
 def _histogram_findings(layers: dict[str, list[str]], histograms: dict,
                         converged: bool = False) -> list[Finding]:
     """Collapsed histograms of every per-layer role; dead layers among the trainable weights; dead units
-    among the activations."""
+    among the activations. An activations histogram of dead units has collapsed to 0 too: that one fact is
+    reported once, as the specific dead_units (whose remedy names the cause, a too-high rate), not again as
+    collapsed_histogram."""
     from utils import tb
 
     findings: list[Finding] = []
@@ -183,10 +249,12 @@ def _histogram_findings(layers: dict[str, list[str]], histograms: dict,
         for tag in tags:
             frame = tb.read_histograms(*histograms[tag])
             stats = histogram_stats(frame)
-            if not (role == "grads" and converged):  # a converged run's gradients shrink, rightly
+            dead = check_dead_units(tag, frame.step.to_numpy(), zero_bucket_share(frame)) \
+                if role == "activations" else []
+            # a converged run's gradients shrink, rightly; activations all at 0 are dead units, said once
+            if not (role == "grads" and converged) and not dead:
                 findings += check_collapsed(tag, frame.step.to_numpy(), stats)
-            if role == "activations":
-                findings += check_dead_units(tag, frame.step.to_numpy(), zero_bucket_share(frame))
+            findings += dead
             if role == "weights" and not is_non_trainable(tag):
                 weights[tag] = (frame.step.to_numpy(), stats)
     return findings + check_dead_layers(weights)

@@ -26,7 +26,7 @@ def check_overfitting(tag: str, val: Series, train: Series, completed: bool = Fa
     at_best = train_values[train_steps <= steps[i]][-rule.window:]
     train_end = float(train_values[-rule.window:].mean())
     sparse_excuse = not completed or _accuracy_gained_since(accuracy, steps[i])
-    stopped_early = sparse_excuse and len(values) - 1 - i <= rule.guard  # evaluations after the best
+    stopped_early = sparse_excuse and len(values) - 1 - i <= rule.guard and not ran_to_its_budget(steps)
     if rise <= rule.threshold or not len(at_best) or train_end >= at_best.mean() or stopped_early:
         return []
     if end - best <= NOISE_SE * _point_noise(values[len(values) // 2:]):
@@ -43,6 +43,17 @@ def _accuracy_gained_since(accuracy: Series | None, step: int) -> bool:
     return bool(len(before)) and values[-1] > before[-1]
 
 
+def ran_to_its_budget(steps: np.ndarray) -> bool:
+    """The last evaluation is off the evaluation schedule: evaluations at a regular interval (at least two
+    such intervals), then one sooner, at the run's last step (the book's loop, like most hand-written loops,
+    evaluates at ``max_steps - 1`` too). Early stopping stops at a scheduled evaluation, the one that used up
+    its patience; a final evaluation off the schedule is that of a run that went on to its step budget, so
+    few evaluations after the best one are no sign that it stopped early."""
+    intervals = np.diff(steps)
+    regular = intervals[:-1]
+    return len(regular) >= 2 and bool(np.all(regular == regular[0])) and 0 < intervals[-1] < regular[0]
+
+
 def schedule_completed(lr: Series | None) -> bool:
     """The learning rate decayed to the end: its last value is its lowest and at most half its peak."""
     values = finite_points(lr)[1] if lr is not None else np.array([])
@@ -50,11 +61,14 @@ def schedule_completed(lr: Series | None) -> bool:
 
 
 def _point_noise(values: np.ndarray) -> float:
-    """One point's noise, from the successive differences (robust: 1.4826 x their median absolute value,
-    over sqrt 2); a steady trend differs little from point to point, a noisy curve a lot. 0 for < 3."""
+    """One point's noise, from the second differences (robust: 1.4826 x their median absolute value, over
+    sqrt 6, a second difference of independent points having 6 times one point's variance): a steady trend,
+    rising or falling, has second differences near 0, a noisy curve large ones. First differences would
+    count a steady rise as noise, and with sparse evaluations (a few points, each a big step up) hide the
+    very overfitting they rise by. 0 for < 3 points."""
     if len(values) < 3:
         return 0.0
-    return float(1.4826 * np.median(np.abs(np.diff(values))) / math.sqrt(2))
+    return float(1.4826 * np.median(np.abs(np.diff(values, n=2))) / math.sqrt(6))
 
 
 def _accuracy_rose(accuracy: Series | None, gain: float) -> bool:

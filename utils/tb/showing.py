@@ -2,7 +2,8 @@
 running for that folder or starting one on a free port of 127.0.0.1, and draws the static plots instead when
 executed headless (the book build, CI).
 
-For programs that drive a server themselves (the screenshots, the tests): ``start_server`` on a free port,
+For programs that drive a server themselves (the screenshots, the tests): ``start_server`` on a port the
+system picks,
 ``wait_for_server`` until it answers what they need, ``get_json`` of a route, ``stop_server``.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -56,17 +58,48 @@ def free_port() -> int:
 
 
 def start_server(logdir: str | Path, log_path: str | Path, *options: str) -> tuple[int, subprocess.Popen]:
-    """``tensorboard --logdir LOGDIR --host 127.0.0.1 --port PORT OPTIONS...`` on a free port, this
-    environment's tensorboard whatever PATH says, its output into ``log_path``, in a process group of its own
-    (``stop_server`` stops everything it started). Returns ``(port, process)`` at once: see
-    ``wait_for_server``."""
+    """``tensorboard --logdir LOGDIR --host 127.0.0.1 --port 0 OPTIONS...``: this environment's tensorboard
+    whatever PATH says, its output into ``log_path``, in a process group of its own (``stop_server`` stops
+    everything it started). Port 0: the operating system picks a free port as the server binds, so no other
+    program can take it in between, as it could a port chosen beforehand while the server starts. Returns
+    ``(port, process)`` once the server has said where it listens; see ``wait_for_server`` for its data."""
     tensorboard = Path(sys.executable).with_name("tensorboard")
-    port = free_port()
     with open(log_path, "wb") as log:  # the server keeps its own handle
         process = subprocess.Popen(
-            [str(tensorboard), "--logdir", str(Path(logdir).resolve()), "--host", HOST, "--port", str(port),
+            [str(tensorboard), "--logdir", str(Path(logdir).resolve()), "--host", HOST, "--port", "0",
              *options], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    return port, process
+    return listening_port(process, log_path), process
+
+
+SERVING_LINE = re.compile(rb"TensorBoard \S+ at http://[^/]+:(\d+)/")  # what tensorboard prints once bound
+
+
+def listening_port(process: subprocess.Popen, log_path: str | Path, timeout_s: float = 120) -> int:
+    """The port a server started with ``--port 0`` listens on, read from its serving line in its log."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = SERVING_LINE.search(Path(log_path).read_bytes())
+        if found:
+            return int(found.group(1))
+        if process.poll() is not None:
+            raise RuntimeError(exit_message(process, log_path))
+        time.sleep(0.2)
+    stop_server(process)
+    raise RuntimeError(f"tensorboard did not start serving within {timeout_s:.0f} s (a very busy machine?); "
+                       f"{log_tail(log_path)}")
+
+
+def log_tail(log_path: str | Path, lines: int = 15) -> str:
+    """The end of a server's log, for an error message (the log may be in a folder removed afterwards)."""
+    try:
+        text = Path(log_path).read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return f"its log {log_path} cannot be read"
+    return f"the end of its log {log_path}:\n" + "\n".join(text)
+
+
+def exit_message(process: subprocess.Popen, log_path: str | Path) -> str:
+    return f"tensorboard exited with status {process.returncode}; {log_tail(log_path)}"
 
 
 def get_json(port: int, route: str) -> Any:
@@ -83,7 +116,7 @@ def wait_for_server(process: subprocess.Popen, ready: Callable[[], T | None], ti
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"tensorboard exited with status {process.returncode}; see {log_path}")
+            raise RuntimeError(exit_message(process, log_path))
         try:
             found = ready()
         except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
