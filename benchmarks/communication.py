@@ -3,7 +3,7 @@ interface at 2 and 4 ranks, against the ring's 2(N-1)/N bytes per rank, and a DD
 plus its communication.
 
 Bandwidth: ``utils.comm --bandwidth`` launched by torchrun, the median time of ``all_reduce`` on float32
-tensors from 4 KB to 64 MB. Two figures per size, as nccl-tests reports them: the *algorithm* bandwidth,
+tensors from 4 KiB to 64 MiB. Two figures per size, as nccl-tests reports them: the *algorithm* bandwidth,
 bytes of the tensor over the time, and the *bus* bandwidth, the bytes each rank really sends
 (``comm.ring_bytes_per_rank``, 2(N-1)/N of the tensor) over the time: what a ring all-reduce asks of each
 link, comparable across rank counts.

@@ -39,10 +39,10 @@ from utils.evaluation import lm_loss
 from utils.gpt import GPT
 from utils.optim import make_adamw
 
-#: DDP's bucket size in MB for the demonstrations: the chapter's model (about 0.4 MB of gradients) would
-#: fit DDP's first bucket (1 MB) whole; small buckets show how DDP splits a larger model.
+#: DDP's bucket size in MiB for the demonstrations: the chapter's model (about 0.4 MiB of gradients) would
+#: fit one default bucket whole; small buckets show how DDP splits a larger model.
 BUCKET_MB = 0.1
-#: float32 values per all-reduce timed: 4 KB to 64 MB
+#: float32 values per all-reduce timed: 4 KiB to 64 MiB
 SIZES = tuple(4**e for e in range(5, 13))
 
 
@@ -102,9 +102,9 @@ def micro_batches(config: DistConfig, k: int) -> list[tuple[torch.Tensor, torch.
 def two_updates(config: DistConfig, k: int, use_no_sync: bool,
                bucket_mb: float = BUCKET_MB) -> dict:
     """Two ``loop.train_step`` updates of DDP, each over ``k`` micro-batches: the
-    buckets each sent, and the weights after both. DDP's first update sends a first
-    bucket of up to 1 MB; after it, DDP rebuilds its buckets, of ``bucket_mb`` each,
-    in the order in which the gradients became ready."""
+    buckets each sent, and the weights after both. DDP's first update sends every
+    gradient in one bucket (it does not know their order yet); after it, DDP rebuilds
+    its buckets, of ``bucket_mb`` each, in the order the gradients became ready."""
     model, ddp, log = wrapped(config, bucket_mb)
     optimizer = make_adamw(model, config.training.lr)
     no_sync = ddp.no_sync if use_no_sync else contextlib.nullcontext

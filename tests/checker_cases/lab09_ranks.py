@@ -168,6 +168,21 @@ def leaves_no_gradient(model):
         p.grad = None
 
 
+def divides_by_local_world_size(model):
+    import os
+
+    for p in model.parameters():
+        dist.all_reduce(p.grad)
+        p.grad /= int(os.environ["LOCAL_WORLD_SIZE"])
+
+
+def reverses_the_order_on_rank_one(model):
+    params = list(model.parameters())
+    for p in params if dist.get_rank() == 0 else params[::-1]:
+        dist.all_reduce(p.grad)
+        p.grad /= dist.get_world_size()
+
+
 def stub(model):
     raise NotImplementedError("average every gradient over the ranks")
 
@@ -194,6 +209,8 @@ CASES = {
             Wrong(starts_its_own_group, "calls init_process_group"),
             Wrong(avg_on_an_older_gloo, "has no ReduceOp.AVG"),
             Wrong(leaves_no_gradient, "no gradient (.grad is None)"),
+            Wrong(divides_by_local_world_size, "the ranks of one machine (LOCAL_WORLD_SIZE)"),
+            Wrong(reverses_the_order_on_rank_one, "visit the parameters in the same order"),
             Wrong(stub, "not implemented yet"),
         ],
     ),

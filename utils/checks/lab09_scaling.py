@@ -323,6 +323,9 @@ _RANK_FAULTS: list[tuple[Callable[..., torch.Tensor], str]] = [
     (lambda s, m, w, r, n: w / 2 * m[n],
      "it divides by a hard-coded 2: right with 2 ranks, 1.5 times too large with 3. Divide by the world size, "
      "which the process group knows"),
+    (lambda s, m, w, r, n: m[n] if w == 2 else w * m[n],
+     "it divides by the ranks of one machine (LOCAL_WORLD_SIZE): right with 2 ranks on one machine, 3 times too "
+     "large with 3 ranks on 3 machines. Divide by the world size of the process group, all machines together"),
     (lambda s, m, w, r, n: m[n] / w,
      "the gradients are 1/W of the whole batch's: divided by the world size twice (an all-reduce with "
      "ReduceOp.AVG has divided already)"),
@@ -401,7 +404,8 @@ def _gradient_fault(sent: _Sent, whole: dict[str, torch.Tensor]) -> str | None:
             f"batch's starts {start(whole[n])} (that rank's own rows': {start(sent[w, r].own[n])})")
 
 
-# 3 ranks as well as 2: they tell a hard-coded 2 from the world size.
+# 3 ranks as well as 2: they tell a hard-coded 2 from the world size; the 3 play 3 machines
+# (ranks._environment), which tells one machine's ranks from the world's.
 _RANK_WORLDS = (2, 3)
 
 

@@ -73,10 +73,14 @@ class NotSendable(ValueError):
 
 
 def _environment(rank: int, world_size: int, port: int) -> dict[str, str]:
+    """What torchrun gives a rank. Worlds of 2 ranks play one machine of 2; any other world plays one rank
+    per machine (``LOCAL_RANK`` 0, ``LOCAL_WORLD_SIZE`` 1), as on a cluster, so that an answer which takes
+    the number of ranks from the local variables is caught."""
     from utils.torchrun import launch_env
 
+    local_rank, local_size = (rank, world_size) if world_size == 2 else (0, 1)
     return {**launch_env(), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-            "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(world_size)}
+            "WORLD_SIZE": str(world_size), "LOCAL_RANK": str(local_rank), "LOCAL_WORLD_SIZE": str(local_size)}
 
 
 def _outcome(folder: Path, rank: int, world_size: int, process: subprocess.Popen,
@@ -146,6 +150,7 @@ def run_in_ranks(job: Callable[..., Any], args: tuple, world_sizes: Iterable[int
 
 
 _LEFT_BEHIND = ("Connection reset", "Connection closed", "Broken pipe")  # gloo's words when a peer has gone
+_MISMATCH = ("size doesn't match", "size does not match")  # gloo's words for two shapes in one collective
 
 
 def _in_words(outcome: RankOutcome, name: str) -> str:
@@ -170,6 +175,11 @@ def failure_in_words(outcomes: dict[int, list[RankOutcome]], name: str) -> str |
     exception rather than the ones it caused in the ranks left waiting) or died; None when every rank
     returned. ``name``: the reader's function."""
     every = [outcome for world in outcomes.values() for outcome in world]
+    mismatch = next((o for o in every if any(text in o.output + (o.error or "") for text in _MISMATCH)), None)
+    if mismatch:
+        return (f"with {mismatch.world_size} ranks, the ranks all-reduced tensors of different sizes at the same "
+                "time (gloo stopped the run): every rank must visit the parameters in the same order, so that "
+                "each collective gets the same parameter on every rank")
     stuck = [o for o in every if o.timed_out or "Timed out" in (o.error or "")]
     if stuck:
         seconds = TIMEOUT_S if stuck[0].timed_out else COLLECTIVE_TIMEOUT_S
