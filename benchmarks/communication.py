@@ -55,7 +55,7 @@ def one_round(round_index: int, steps: int, sizes: Sequence[int], folder: Path) 
     _, batch = CONFIGS[STEP_CONFIG]
     jobs = [("bandwidth", r) for r in RANKS] + [("step", (2, batch)), ("step", (1, batch // 2))]
     measured: dict[str, Any] = {"bandwidth": {}, "step_s": {}}
-    for kind, what in jobs[::-1] if round_index % 2 else jobs:
+    for kind, what in record.round_order(jobs, round_index):
         if kind == "bandwidth":
             measured["bandwidth"][what] = bandwidth(what, sizes, folder)
         else:

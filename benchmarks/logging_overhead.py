@@ -99,8 +99,7 @@ def loop_rows(args: argparse.Namespace, folder: Path) -> tuple[list[dict[str, An
     wall: dict[str, list[float]] = {name: [] for name in VARIANTS}
     cpu: dict[str, list[float]] = {name: [] for name in VARIANTS}
     for round_index in range(args.rounds):
-        order = list(VARIANTS.items())
-        for name, variant in order[::-1] if round_index % 2 else order:  # a drift in load cancels out
+        for name, variant in record.round_order(list(VARIANTS.items()), round_index):
             round_wall, round_cpu = timed_round(variant, args.steps, train_ids, folder / "loop")
             wall[name].append(round_wall)
             cpu[name].append(round_cpu)

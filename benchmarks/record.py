@@ -17,9 +17,11 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from utils import costs
+
+T = TypeVar("T")
 
 #: Where ``make benchmarks`` writes its JSON files (each benchmark takes ``--out-dir`` to write elsewhere).
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -82,6 +84,12 @@ def quartiles(values: Sequence[float]) -> tuple[float, float, float]:
         return (values[0],) * 3
     q1, middle, q3 = statistics.quantiles(values, n=4)
     return q1, middle, q3
+
+
+def round_order(items: Sequence[T], round_index: int) -> list[T]:
+    """The order of a round of interleaved measurements: as given in even rounds, reversed in odd ones, so
+    that a drift in the machine's load falls on every item alike."""
+    return list(items) if round_index % 2 == 0 else list(items)[::-1]
 
 
 def provenance(name: str, argv: Sequence[str] | None, machine_info: dict[str, Any], load_start: list[float],

@@ -105,7 +105,7 @@ def side_by_side(bench: Bench, nanogpt: Recipe, speedrun: Recipe) -> tuple[float
     """``repeats`` pairs, the order alternating, nanoGPT first in the first (its loss is the target)."""
     target, pairs = None, []
     for index in range(bench.args.repeats):
-        order = [nanogpt, speedrun] if index % 2 == 0 else [speedrun, nanogpt]
+        order = record.round_order([nanogpt, speedrun], index)
         found = {}
         for recipe in order:
             outcome = bench.run(recipe, None if recipe is nanogpt else target, log=index == 0)

@@ -170,7 +170,7 @@ def measure_all(configs: Sequence[BenchConfig], threads: Sequence[int], args: ar
     pairs = [(config, count) for config in configs for count in threads]
     rounds: dict[tuple[str, int], list[dict[str, Any]]] = {(c.name, n): [] for c, n in pairs}
     for round_index in range(args.repeats):
-        for config, count in pairs if round_index % 2 == 0 else reversed(pairs):
+        for config, count in record.round_order(pairs, round_index):
             peaks[count].append(matmul_peak(count, args.peak_size))
             rounds[config.name, count].append(
                 time_steps(config, train_ids, args.warmup, args.steps, args.max_seconds))

@@ -113,7 +113,7 @@ def interleave(steps: dict[str, Step], batch_fn: Callable[[int], Any], warmup: i
             found[name]["losses"].append(steps[name](*batch_fn(index)))
     for pair in range(pairs):
         batch = batch_fn(warmup + pair)
-        for name in names if pair % 2 == 0 else reversed(names):
+        for name in record.round_order(names, pair):
             seconds, loss = _timed(steps[name], batch)
             found[name]["times"].append(seconds)
             found[name]["losses"].append(loss)

@@ -50,13 +50,6 @@ def port_is_free(port: int) -> bool:
     return True
 
 
-def free_port() -> int:
-    """A port of 127.0.0.1 that no server listens on, chosen by the operating system."""
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
 def start_server(logdir: str | Path, log_path: str | Path, *options: str) -> tuple[int, subprocess.Popen]:
     """``tensorboard --logdir LOGDIR --host 127.0.0.1 --port 0 OPTIONS...``: this environment's tensorboard
     whatever PATH says, its output into ``log_path``, in a process group of its own (``stop_server`` stops
@@ -178,12 +171,12 @@ def _show_live(logdir: Path, port: int | None) -> None:
     if server is not None and port in (None, server.port):
         notebook.display(port=server.port)
         return
-    if port is None:
-        port = free_port()
-    elif not port_is_free(port):
+    if port is not None and not port_is_free(port):
         raise ValueError(f"port {port} of {HOST} is taken (`make tensorboard` holds 6006): call show() "
                          "without port= to use a free one")
-    notebook.start(f"--logdir {shlex.quote(str(logdir))} --host {HOST} --port {port}")
+    # port 0: the system picks a free one as the server binds (start_server says why); tensorboard's
+    # notebook reads the port the server then records
+    notebook.start(f"--logdir {shlex.quote(str(logdir))} --host {HOST} --port {port or 0}")
 
 
 def show(logdir: str | Path, tags: Sequence[str] | None = None, port: int | None = None,
