@@ -434,7 +434,8 @@ def test_bad_tag_flags_are_refused_with_the_usage_line(tmp_path, capsys, flag, w
 
 def test_the_role_table_documents_every_role():
     """Every role has a meaning, and the package docstring names every role and the ``--tag`` flag."""
-    assert set(role_table.ROLE_TAGS) | set(role_table.LAYER_ROLES) == set(role_table.ROLES)
+    assert set(role_table.ROLE_TAGS) | set(role_table.LAYER_ROLES) | set(role_table.LAYER_SCALAR_ROLES) == \
+        set(role_table.ROLES)
     for role in role_table.ROLES:
         assert role in diagnose.__doc__, role
     assert "--tag role=TAG" in diagnose.__doc__

@@ -122,17 +122,25 @@ def test_overfitting_fires_for_a_rise_above_the_threshold_only():
     assert validation_rules.check_overfitting("val", *_overfit(guard + 1, rise=1.1 * k)) != []
 
 
-def test_overfitting_compares_the_mean_of_the_last_window_training_points():
+def test_overfitting_compares_medians_of_the_training_loss():
+    """Where training stood at the best evaluation: the median of its points since the evaluation before
+    (at least `window`); where it ended: the median of as many last points. One bad batch at the best step
+    moves neither; a training loss whose last points' median is at or above that level did not keep falling."""
     w, guard = R["overfitting"].window, int(R["overfitting"].guard)
-    val, train = _overfit(guard + 1)
-    assert validation_rules.check_overfitting("val", val, train) != []
-    # the training loss's last `window` points average above the mean of its last `window` points up to the
-    # best evaluation: it did not keep falling, no finding; one point fewer or one more would average below
-    at_best = np.mean(train[1][3 - w + 1:4])
-    values = train[1].copy()
-    values[-w - 1:] = [0.0, 2.2 * at_best] + [at_best / 2] * (w - 1)
-    assert np.mean(values[-w - 1:]) < at_best < np.mean(values[-w:]) and np.mean(values[-(w - 1):]) < at_best
-    assert validation_rules.check_overfitting("val", val, (train[0], values)) == []
+    steps = np.arange(0, 40)
+    val_steps = np.arange(0, 40, 4)  # evaluations every 4 steps, the best at step 12
+    val = [2.0, 1.6, 1.3, 1.0] + [1.0 + 0.5 * (j + 1) / 6 for j in range(6)]
+    falling = 2.0 - 0.04 * steps
+    assert validation_rules.check_overfitting("val", (val_steps, np.array(val)), (steps, falling)) != []
+    spike = falling.copy()
+    spike[12] = 50.0  # one bad batch at the best step: the median since the evaluation before ignores it
+    assert validation_rules.check_overfitting("val", (val_steps, np.array(val)), (steps, spike)) != []
+    at_best = np.median(falling[9:13])  # steps 9-12: since step 8, the evaluation before the best
+    climbed = falling.copy()
+    climbed[-max(w, 4):] = [at_best * 1.01, at_best * 1.02, at_best * 0.5, at_best * 1.03]  # median above it
+    assert np.median(climbed[-max(w, 4):]) > at_best and np.mean(climbed[-w:]) < at_best
+    assert validation_rules.check_overfitting("val", (val_steps, np.array(val)), (steps, climbed)) == []
+    assert guard < 6  # the run went on for more than `guard` evaluations after the best
 
 
 def test_overfitting_reads_its_numbers_from_the_table(table):
@@ -418,6 +426,25 @@ def test_rising_loss_must_rise_above_the_runs_own_noise():
     quiet = level + rng.normal(scale=0.01, size=2 * n)
     assert rules.check_rising("loss", (steps, noisy)) == []
     assert [f.rule for f in rules.check_rising("loss", (steps, quiet))] == ["rising_loss"]
+
+
+def test_rising_loss_compares_the_last_stretch_with_the_best_one_before_it():
+    """A loss that fell to 0.1, then jumped to 1.2 at 60 % of the run and stayed (a shard of bad labels):
+    the quarter before the last straddles the jump, so its noise hides the rise from a comparison of the last
+    two quarters; the best stretch before (0.1) does not. A loss still falling, noisily, is no finding, nor
+    one whose last stretch is within the threshold of its best."""
+    rng = np.random.default_rng(1)
+    steps = np.arange(200)
+    noise = rng.normal(scale=0.02, size=200)
+    jumped = np.where(steps < 120, 0.1, 1.2) + noise
+    found = rules.check_rising("loss", (steps, jumped))
+    assert [f.rule for f in found] == ["rising_loss"] and found[0].step < 120
+    falling = 2.0 * np.exp(-steps / 50) + 0.1 + np.abs(noise)
+    assert rules.check_rising("loss", (steps, falling)) == []
+    k = R["rising_loss"].threshold
+    flat = np.where(steps < 150, 1.0, 1.0 + 0.8 * k) + rng.normal(scale=0.001, size=200)
+    assert rules.check_rising("loss", (steps, flat)) == []
+    assert rules.check_rising("loss", (steps, np.where(steps < 150, 1.0, 1.0 + 1.2 * k))) != []
 
 
 def test_an_early_jump_is_a_divergence_and_a_noisy_first_point_is_not():

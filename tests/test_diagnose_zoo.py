@@ -171,3 +171,26 @@ def test_no_healthy_run_of_the_zoo_gets_an_error(small_zoo):
     errors = {run: [(f.rule, f.tag, f.step) for f in reports[run].findings if f.severity == "error"]
               for run in healthy}
     assert errors == {run: [] for run in healthy}
+
+
+@pytest.mark.slow
+def test_new_recipes_are_what_they_are_labelled(tmp_path):
+    """The data shift: the loss climbs back after update 120; the fp16 run: its scaler skipped its first
+    updates (an inf gradient norm with the scale halved there), it learns after, and only the copy that logs
+    the scale is labelled with the fact; the tool says nothing of the other."""
+    labels = zoo.write_zoo(tmp_path, seeds=(0,), recipes=["data_shift", "fp16-scaler"], one_batch=True)
+    shift = _loss(tmp_path, "book/data_shift-b16-s0")
+    before, after = shift[100:120].mean(), shift[-40:].mean()
+    assert before < 0.5 and after > 2 * before
+    grad = _loss(tmp_path, "book/fp16-scaler-b16-s0", "train/grad_norm")
+    scale = _loss(tmp_path, "book/fp16-scaler-b16-s0", "train/loss_scale")
+    skipped = np.flatnonzero(~np.isfinite(grad))
+    later = skipped[skipped > 0]  # the scale is logged after the update: halved at the skipped step itself
+    assert len(skipped) >= 3 and (scale[later] < scale[later - 1]).all() and np.isfinite(grad[-100:]).all()
+    assert _loss(tmp_path, "book/fp16-scaler-b16-s0")[-20:].mean() < 0.5  # it learned
+    fp16 = {run: fault for run, fault in labels.items() if "fp16" in run}
+    assert sorted(fp16.values()) == ["healthy", "scaler_skips"] and fp16["book/fp16-scaler-b16-s0"] == "scaler_skips"
+    reports = {r.run: r for r in diagnose.diagnose(tmp_path)}
+    for run, fault in fp16.items():
+        want = [("scaler_skipped_steps", "note")] if fault == "scaler_skips" else []
+        assert [(f.rule, f.severity) for f in reports[run].findings] == want, run

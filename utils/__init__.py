@@ -19,6 +19,7 @@ Models and losses
 Training
     ``loop``: ``train_step`` (one update) and ``train`` (the loop around it), on any device.
     ``hooks``: what the loop does around an update (logging, evaluation, early stopping, samples, checkpoints).
+    ``layer_stats``: per-layer gradient norms and ReLUs' share of exact zeros, measured on an update's batches.
     ``lora``: LoRA from scratch (a frozen linear layer plus a low-rank update), checked against ``peft``.
     ``distributed``: data-parallel training with ``torch.distributed`` (DDP, the all-reduce by hand, FSDP),
     the script chapter 9 launches with torchrun, each rank running ``loop.train``.

@@ -36,6 +36,11 @@ TAGS = (
     ("val/loss, val/<m>", "eval_fn(model) after the update", "eval_every"),
     ("weights/<p>, grads/<p>", "histograms of each parameter and its gradient", "histogram_every"),
     ("update_ratio/<p>", "||update|| / ||weight|| of each matrix", "update_ratio_every"),
+    ("grad_norm/<p>", "L2 norm of each matrix's gradient, before clipping", "layer_stats_every"),
+    ("zero_share/<m>", "share of a ReLU's outputs that are exactly 0, on the update's batch",
+     "layer_stats_every"),
+    ("dead_share/<m>", "share of a ReLU's units that are 0 for every input of the update",
+     "layer_stats_every"),
     ("samples", "sample_fn(model) text", "sample_every"),
 )
 
@@ -85,11 +90,19 @@ def log_step(writer: RunWriter, step: int, stats: StepStats, lrs: dict[str, floa
     writer.add_step_scalars(step_scalars(stats, lrs, rate, config, peak_gflops), step)
 
 
-def log_divergence(writer: RunWriter | None, step: int, stats: StepStats) -> None:
+def log_divergence(writer: RunWriter | None, step: int, stats: StepStats,
+                   layer_scalars: Mapping[str, float] | None = None) -> None:
     """Record the non-finite loss of a diverged update, where the writer accepts one
-    (``allow_non_finite``)."""
-    if writer is not None and getattr(writer, "allow_non_finite", False):
+    (``allow_non_finite``), and the update's per-layer scalars, if measured: which
+    layer blew up (the non-finite among them likewise only where accepted)."""
+    if writer is None:
+        return
+    allowed = getattr(writer, "allow_non_finite", False)
+    if allowed:
         writer.add_scalar("train/loss", stats.loss, step)
+    kept = {tag: v for tag, v in (layer_scalars or {}).items() if allowed or math.isfinite(v)}
+    if kept:
+        writer.add_step_scalars(kept, step)
 
 
 def log_histograms(writer: RunWriter, model: torch.nn.Module, step: int) -> None:

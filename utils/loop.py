@@ -5,7 +5,8 @@
 ``k`` micro-batches (``loss / k`` backward each, under bf16 autocast when asked), clip
 the global gradient norm, step. ``train`` repeats it ``config.max_steps`` times and,
 around each update, calls the small pieces of ``utils.hooks``: scalars, histograms,
-update ratios, evaluation and early stopping, text samples, checkpoints. One rule
+update ratios, per-layer gradient norms and ReLUs' zeros (``utils.layer_stats``),
+evaluation and early stopping, text samples, checkpoints. One rule
 decides when each happens (``hooks.due``: at step 0, every N updates, and at the last
 one). Steps are 0-based update numbers: what update ``s`` measured, and the evaluation
 after it, are logged at step ``s``.
@@ -46,6 +47,7 @@ from utils import hooks, perf, validate
 from utils.batches import Batch, batch_count, to_device
 from utils.evaluation import LossFn, classification_loss
 from utils.hooks import ONE_PROCESS, Ranks
+from utils.layer_stats import LayerProbe
 from utils.optim import make_scheduler
 
 
@@ -69,6 +71,8 @@ class TrainConfig:
     eval_every: int = 0
     histogram_every: int = 0
     update_ratio_every: int = 0
+    # per-layer gradient norms and ReLUs' share of zeros (utils.layer_stats)
+    layer_stats_every: int = 0
     sample_every: int = 0
     checkpoint_every: int = 0
     checkpoint_dir: str | None = None
@@ -107,8 +111,8 @@ class TrainConfig:
 
 #: The whole-number settings of ``TrainConfig`` and their smallest allowed value (0 = never, for ``*_every``).
 _WHOLE_MINIMUMS = {"max_steps": 1, "warmup_steps": 0, "grad_accum_steps": 1, "log_every": 0, "eval_every": 0,
-                   "histogram_every": 0, "update_ratio_every": 0, "sample_every": 0, "checkpoint_every": 0,
-                   "keep_checkpoints": 1, "early_stopping_patience": 1}
+                   "histogram_every": 0, "update_ratio_every": 0, "layer_stats_every": 0, "sample_every": 0,
+                   "checkpoint_every": 0, "keep_checkpoints": 1, "early_stopping_patience": 1}
 
 
 def _check_device_name(name: str) -> None:
@@ -321,14 +325,19 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: Trai
         ratio_due = writer and due(config.update_ratio_every, step, last)
         before = hooks.snapshot_matrices(model) if ratio_due else None
         lrs = hooks.group_lrs(optimizer)  # the rates this update uses
-        own = train_step(model, optimizer, micro, loss_fn, grad_clip=config.grad_clip,
-                         autocast=run.autocast, after_backward=after_backward,
-                         no_sync=no_sync)
+        probe = (LayerProbe(model, then=after_backward)
+                 if writer and due(config.layer_stats_every, step, last) else None)
+        with probe or contextlib.nullcontext():
+            own = train_step(
+                model, optimizer, micro, loss_fn, grad_clip=config.grad_clip,
+                autocast=run.autocast, no_sync=no_sync,
+                after_backward=probe.after_backward if probe else after_backward)
         # what this rank's rows gave -> what the whole batch gave
         stats = hooks.over_ranks(own, ranks)
         # divergence, handled here only: log what the writer accepts, stop
         if not stats.finite:
-            hooks.log_divergence(writer, step, stats)
+            layers = probe.scalars() if probe else None  # which layer blew up
+            hooks.log_divergence(writer, step, stats, layers)
             run.result.diverged = True
             break
         run.scheduler.step()
@@ -338,6 +347,8 @@ def train(model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: Trai
         if writer:
             hooks.log_update(writer, model, config, step, stats, lrs, rate, before,
                              peak_gflops)
+        if probe is not None:
+            writer.add_step_scalars(probe.scalars(), step)
         stop = False
         if eval_fn is not None and due(config.eval_every, step, last):
             metrics = hooks.evaluate_and_log(eval_fn, model, step, writer,

@@ -242,7 +242,8 @@ def setting_hparams(setting: Setting) -> dict[str, Any]:
 
 
 def train_setting(name: str, setting: Setting, *, chapter: str = "ch08", eval_every: int = 10,
-                  histogram_every: int = 0, update_ratio_every: int = 0, seed: int = 0) -> Outcome:
+                  histogram_every: int = 0, update_ratio_every: int = 0, layer_stats_every: int = 0,
+                  seed: int = 0) -> Outcome:
     """Train ``DeepMLP(setting)`` with ``utils.loop.train`` (constant learning rate, no warm-up), logged to
     ``runs/<chapter>/<name>`` with the setting as its hyper-parameters; validation on the 360 held-out
     digits every ``eval_every`` updates."""
@@ -254,7 +255,7 @@ def train_setting(name: str, setting: Setting, *, chapter: str = "ch08", eval_ev
     config = loop.TrainConfig(max_steps=setting.steps, lr=setting.lr, min_lr=setting.lr, warmup_steps=0,
                               grad_clip=setting.grad_clip, eval_every=eval_every,
                               histogram_every=histogram_every, update_ratio_every=update_ratio_every,
-                              early_stopping_patience=setting.patience, restore_best=False, progress=False)
+                              layer_stats_every=layer_stats_every, early_stopping_patience=setting.patience, restore_best=False, progress=False)
     batch_fn = (shifted_batches(data, setting.batch, seed) if setting.augment
                 else batches.epoch_batches(data.x_train, data.y_train, setting.batch, seed=seed))
     val = [(data.x_val, data.y_val)]

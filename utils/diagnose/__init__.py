@@ -19,7 +19,11 @@ read per layer too. The table knows the book's tags (``train/loss``, ``val/loss`
 Hugging Face's Trainer (``train/loss``, ``eval/loss``, ``eval/accuracy``, ``train/grad_norm``,
 ``train/learning_rate``), PyTorch Lightning (``train_loss``, ``val_loss``, ``val_acc``, ``lr-AdamW``) and
 Keras (``epoch_loss``, ``epoch_accuracy``, ``epoch_learning_rate``, ``batch_loss``,
-``evaluation_loss_vs_iterations``). A run written as one writer per split (``RUN/train``, ``RUN/val``,
+``evaluation_loss_vs_iterations``). Three per-layer roles are scalars, one tag per layer, as the book's loop
+logs them with ``layer_stats_every``: ``layer_grad_norms`` (``grad_norm/<matrix>``; Lightning's
+``grad_2.0_norm/<param>``), ``zero_shares`` (``zero_share/<ReLU>``, the share of a layer's outputs that are
+exactly 0; TensorFlow estimators' ``<layer>/fraction_of_zero_values``) and ``dead_shares``
+(``dead_share/<ReLU>``, the share of its units that output 0 for every input of a batch). A run written as one writer per split (``RUN/train``, ``RUN/val``,
 ``RUN/validation``, ``RUN/eval``, ``RUN/test``: Keras's callback, or the usual way to overlay curves) is one
 run ``RUN``: the ``train`` writer's tags as they are (its ``loss`` is the training loss), the others' prefixed
 with their folder (``val/loss``, ``validation/epoch_loss``: the validation loss, never a training loss).
@@ -45,12 +49,12 @@ event file; a bad ``--tag``).
 """
 
 from utils.diagnose.cli import format_report, format_rules, main, to_json
-from utils.diagnose.roles import LAYER_ROLES, ROLE_TAGS, ROLES
+from utils.diagnose.roles import LAYER_ROLES, LAYER_SCALAR_ROLES, ROLE_TAGS, ROLES
 from utils.diagnose.rules import RULES, Finding, Rule
 from utils.diagnose.runs import RunReport, UnknownTagError, diagnose, diagnose_run
 
 # roles.py: which tag plays which role; rules.py: the table and the checks of the training loss and the
 # gradient norm; validation_rules.py: overfitting and no progress; layer_rules.py: the per-layer histograms;
 # runs.py: reading runs and a report per run; cli.py: the output.
-__all__ = ["LAYER_ROLES", "RULES", "ROLES", "ROLE_TAGS", "Finding", "Rule", "RunReport", "UnknownTagError",
+__all__ = ["LAYER_ROLES", "LAYER_SCALAR_ROLES", "RULES", "ROLES", "ROLE_TAGS", "Finding", "Rule", "RunReport", "UnknownTagError",
            "diagnose", "diagnose_run", "format_report", "format_rules", "main", "to_json"]

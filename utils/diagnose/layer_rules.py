@@ -5,10 +5,21 @@ rows of ``rules.RULES``."""
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
-from utils.diagnose.rules import RULES, Finding, make_finding, stays_from
+from utils.diagnose.rules import RULES, Finding, Series, finite_points, make_finding, stays_from
+
+# a bias, or a norm layer's gain (LayerNorm, BatchNorm, RMSNorm: ln_1.weight, bn1.weight, norm.weight), in
+# any part of a tag (grad_norm/fc.bias, fc.bias/grad_norm): small gradients by nature (a bias before a
+# BatchNorm gets none at all), not a layer the gradient fails to reach
+_NOT_A_MATRIX = re.compile(r"(bias|(^|[._])(ln|bn|norm|layernorm|batchnorm|rmsnorm)[^.]*\.(weight|gamma|scale))$",
+                           re.IGNORECASE)
+
+
+def is_matrix_tag(tag: str) -> bool:
+    return not any(_NOT_A_MATRIX.search(part) for part in tag.split("/"))
 
 
 def histogram_stats(frame) -> np.ndarray:
@@ -67,11 +78,41 @@ def zero_bucket_share(frame) -> np.ndarray:
     return np.asarray(shares, dtype=float)
 
 
-def check_dead_units(tag: str, steps: np.ndarray, shares: np.ndarray) -> list[Finding]:
+def check_dead_units(tag: str, steps: np.ndarray, shares: np.ndarray, source: str = "histogram") -> list[Finding]:
+    """``shares``: per logged step, the share of dead units (``source`` "dead_shares"), of exact zeros
+    ("zero_shares"), or of a histogram's values in its lowest bucket ("histogram", ``zero_bucket_share``)."""
     rule = RULES["dead_units"]
     first = stays_from(shares > rule.threshold)  # NaN compares False
     if first is None or len(shares) - first < rule.window:
         return []
+    where = {"dead_shares": "units output 0 for every input of the batch", "zero_shares": "outputs are exactly 0",
+             "histogram": "values are in its lowest bucket (the zeros)"}[source]
     return [make_finding("dead_units", tag, steps[first], shares[first],
-                     f"{shares[-1]:.0%} of {tag}'s values are in its lowest bucket (the zeros) at step "
-                     f"{steps[-1]}, above {rule.threshold:.0%} since step {steps[first]}")]
+                     f"{shares[-1]:.0%} of {tag}'s {where} at step {steps[-1]}, above {rule.threshold:.0%} since "
+                     f"step {steps[first]}")]
+
+
+def check_layer_vanishing(norms: dict[str, Series]) -> list[Finding]:
+    """vanishing_gradients from per-layer gradient norms (AUTOTRAINER's ratio between layers): at every
+    logged step of the last half of the run (at least `window` steps), the smallest matrix's gradient norm is
+    below threshold x the largest's. Steps where a norm is exactly 0 are left out: no gradient at all is
+    what dead units pass back (dead_units names them), not a vanishing one."""
+    import pandas as pd
+
+    rule = RULES["vanishing_gradients"]
+    matrices = {tag: finite_points(series) for tag, series in norms.items() if is_matrix_tag(tag)}
+    if len(matrices) < 2:
+        return []
+    table = pd.DataFrame({tag: pd.Series(values, index=steps) for tag, (steps, values) in matrices.items()})
+    table = table.dropna()
+    table = table[table.min(axis=1) > 0]
+    ratio = (table.min(axis=1) / table.max(axis=1)).to_numpy()
+    first = stays_from(ratio < rule.threshold)
+    if first is None or len(ratio) - first < max(rule.window, len(ratio) / 2):
+        return []
+    step = int(table.index[first])
+    smallest, largest = table.loc[step].idxmin(), table.loc[step].idxmax()
+    return [make_finding("vanishing_gradients", smallest, step, ratio[first],
+                         f"{smallest}'s gradient norm is {ratio[first]:.1e}x {largest}'s at step {step}, and the "
+                         f"smallest layer's stayed below {rule.threshold:g}x the largest's at all {len(ratio) - first}"
+                         f" logged steps since: the gradient does not reach it")]

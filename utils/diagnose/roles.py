@@ -22,6 +22,9 @@ ROLES: dict[str, str] = {
     "weights": "per-layer weight histograms",
     "grads": "per-layer gradient histograms",
     "activations": "per-layer activation histograms",
+    "layer_grad_norms": "per-layer gradient norms (scalars, one tag per matrix)",
+    "zero_shares": "per-layer share of exactly-zero activations (scalars, one tag per ReLU)",
+    "dead_shares": "per-layer share of units that output 0 for every input of a batch (scalars, one tag per ReLU)",
 }
 
 # In each list: the book's tag, the tensorboardX/torch tutorials', a per-split writer's (its folder's name
@@ -61,6 +64,18 @@ LAYER_ROLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 UPDATE_RATIO_PREFIX = "update_ratio/"
 
+# per-layer scalar roles: (tag prefixes, tag suffixes). The book's loop (``utils.layer_stats``), Lightning's
+# ``grad_norm`` utility (``grad_2.0_norm/<param>``), TensorFlow's canned estimators' ``tf.nn.zero_fraction``
+# of each hidden layer (``<layer>/fraction_of_zero_values``). Not ``<name>/sparsity``: TensorFlow's CIFAR-10
+# tutorial logs activations so, but TF Model Optimization logs its pruning masks so (weights pruned on
+# purpose, not dead units); name such a tag with --tag zero_shares=PREFIX. A tag a scalar role claims
+# (``grad_norm/total``: the global norm) is not per-layer.
+LAYER_SCALAR_ROLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "layer_grad_norms": (("grad_norm/", "grad_2.0_norm/", "grad_norms/", "gradient_norm/"), ("/grad_norm",)),
+    "zero_shares": (("zero_share/", "zero_fraction/"), ("/zero_fraction", "/zero_share", "/fraction_of_zero_values")),
+    "dead_shares": (("dead_share/",), ("/dead_share",)),
+}
+
 # one writer per split: RUN/<folder> is part of the run RUN, its tags prefixed so (the training writer's
 # tags as they are: its ``loss`` is the training loss, ``val/loss`` the validation writer's)
 SPLIT_FOLDERS: dict[str, str] = {"train": "", "training": "", "val": "val/", "valid": "valid/",
@@ -99,6 +114,23 @@ def layer_role(tag: str, overrides: Mapping[str, str] | None = None) -> str | No
     return None
 
 
+def layer_scalar_tags(scalars: Iterable[str], claimed: Iterable[str],
+                      overrides: Mapping[str, str] | None = None) -> dict[str, list[str]]:
+    """``{per-layer scalar role: its tags}``: an override (a prefix) wins over the table; tags in
+    ``claimed`` (played by a scalar role) are left out."""
+    overrides = {r: t for r, t in (overrides or {}).items() if r in LAYER_SCALAR_ROLES}
+    taken, found = set(claimed), {}
+    for tag in scalars:
+        if tag in taken:
+            continue
+        role = next((r for r, prefix in overrides.items() if tag.startswith(prefix)), None) or next(
+            (r for r, (prefixes, suffixes) in LAYER_SCALAR_ROLES.items()
+             if r not in overrides and (tag.startswith(prefixes) or tag.endswith(suffixes))), None)
+        if role:
+            found.setdefault(role, []).append(tag)
+    return found
+
+
 def scalar_roles(scalars: Iterable[str], overrides: Mapping[str, str] | None = None) -> dict[str, str]:
     """``{role: tag}`` for the scalar roles this run's tags play: an override where the run has its tag, else
     the first tag of the role's list that the run has and no override claims, else the first that it has
@@ -121,10 +153,10 @@ def scalar_roles(scalars: Iterable[str], overrides: Mapping[str, str] | None = N
     return roles
 
 
-def describe_layer_tags(tags: list[str]) -> str:
+def describe_layer_tags(tags: list[str], kind: str = "histogram") -> str:
     """How the report names a per-layer role's tags: ``3 histograms (weights/fc1.weight, ...)``."""
     more = ", ..." if len(tags) > 1 else ""
-    return f"{len(tags)} histogram{'s' if len(tags) > 1 else ''} ({tags[0]}{more})"
+    return f"{len(tags)} {kind}{'s' if len(tags) > 1 else ''} ({tags[0]}{more})"
 
 
 def missing_roles(found: Iterable[str]) -> list[str]:

@@ -66,16 +66,18 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
          "first came within threshold of its final level. A loss that rose more is no plateau (rising_loss)",
          "if the model has converged, stop earlier; otherwise raise a too-low learning rate, check for dead "
          "layers or shuffled labels, or give the model more capacity"),
-    Rule("rising_loss", "warning", 0.05, 10, 0.25,
-         "the training loss rose by more than threshold (relative) between the `guard` fraction of the points "
-         "before last (at least `window` points) and the last one, and by more than NOISE_SE standard errors "
-         "of the difference of the two stretches' means (the run's own noise: a small batch's loss jumps "
-         "from step to step), short of a divergence; reported at its lowest point before the rise",
+    Rule("rising_loss", "warning", 0.05, 5, 0.25,
+         "the mean of the training loss's last stretch (the `guard` fraction of its points, at least `window`) "
+         "is more than threshold (relative) above the lowest mean of any stretch as long before it, and more "
+         "than NOISE_SE standard errors of the difference of the two means (the run's own noise: a small "
+         "batch's loss jumps from step to step), short of a divergence: the loss climbed back, gradually or "
+         "at once (a new shard of bad data); reported at its lowest point in that best stretch",
          "lower the learning rate (or decay it), clip the gradient norm; check that the data did not change "
          "(a new shard, a shuffle bug) and that the scheduler is stepped as intended"),
     Rule("overfitting", "warning", 0.1, 3, 5,
          "the validation loss rose more than threshold (relative) above its minimum while the training loss "
-         "(mean of its last `window` points) kept falling below its value there, and the run went on for "
+         "kept falling below its value there (medians: of its points since the evaluation before the minimum, "
+         "at least `window`, and of as many last points), and the run went on for "
          "more than `guard` evaluations after that minimum; reported at the minimum, where the gap opened. "
          "A run that ended at most `guard` evaluations after its best one stopped because validation stopped "
          "improving (early stopping with a patience up to `guard`, the book's 4 or 5): the rise is what early "
@@ -110,7 +112,10 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
     Rule("vanishing_gradients", "warning", 1e-3, 3, 0.1,
          "the gradient norm fell below threshold x its start (median of the first `window` points) and stayed "
          "there, while the loss stayed above `guard` x its start (a converged run's small gradient is no "
-         "fault)",
+         "fault); or, where per-layer gradient norms are logged (layer_grad_norms), the smallest matrix's was "
+         "below threshold x the largest matrix's at every logged step of the run's last half (at least "
+         "`window` steps): the gradient does not reach the first layers, whether or not the loss fell "
+         "(AUTOTRAINER's ratio between layers; biases and norm layers' gains are left out)",
          "use ReLU-like activations, a better initialisation, normalisation or residual connections "
          "(clipping does not help)"),
     Rule("stalled_layer", "warning", 0.01, 3, None,
@@ -130,10 +135,13 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
          "saturated or dead units: lower the learning rate, change the activation or initialisation, add "
          "normalisation; check weight decay is not too strong"),
     Rule("dead_units", "warning", 0.9, 2, None,
-         "an activations histogram whose values are all >= 0 (a ReLU's output) holds more than threshold of "
-         "its values in its lowest bucket, the one with the zeros, at each of its last `window` logged steps "
-         "at least: most units output 0 for every input (AUTOTRAINER's dying-ReLU symptom, Zhang et al. "
-         "2021); reported where it began to stay there",
+         "more than threshold of a ReLU's units output 0 for every input of the batch (a dead_shares scalar) "
+         "at each of its last `window` logged steps at least; where the run logs no dead shares, more than "
+         "threshold of its outputs are exactly 0 (a zero_shares scalar; a healthy ReLU layer's share is about "
+         "a half, more on sparse inputs); where it logs neither, or they named no dead units, an activations "
+         "histogram whose values are all >= 0 (a ReLU's output) holds more than threshold of its values in "
+         "its lowest bucket, the one with the zeros (AUTOTRAINER's dying-ReLU symptom, Zhang et al. 2021); "
+         "reported where it began to stay there",
          "lower the learning rate, use LeakyReLU or GELU, check the initialisation and the input scale"),
     # Runs under 1,000 updates often keep a constant rate by design (chapter 7's CNN, lab 7: 300 updates of
     # Adam); what these two notes are for is a long run whose scheduler was never stepped or never set.
@@ -290,16 +298,19 @@ def check_rising(tag: str, series: Series) -> list[Finding]:
     stretches = _last_stretches(series, rule)
     if stretches is None:
         return []
-    steps, values, n, before, last = stretches
-    rise = (last - before) / abs(before) if before else 0.0
-    earlier, latest = values[-2 * n:-n], values[-n:]
+    steps, values, n, _, last = stretches
+    means = np.convolve(values[:-n], np.ones(n) / n, mode="valid")  # every stretch of n before the last
+    start = int(np.argmin(means))
+    best, earlier, latest = float(means[start]), values[start:start + n], values[-n:]
+    rise = (last - best) / abs(best) if best else 0.0
     noise = NOISE_SE * math.sqrt((earlier.var(ddof=1) + latest.var(ddof=1)) / n)
-    if rise <= rule.threshold or last - before <= noise:
+    if rise <= rule.threshold or last - best <= noise:
         return []
-    i = int(np.argmin(values[:-n]))
+    i = start + int(np.argmin(earlier))
     return [make_finding("rising_loss", tag, steps[i], values[i],
-                     f"the loss rose {rise:.0%} over its last {2 * n} points (mean {before:.4g} -> {last:.4g}); "
-                     f"it was lowest before that, {values[i]:.4g}, at step {steps[i]}")]
+                     f"the loss's last {n} points average {last:.4g}, {rise:.0%} above its best stretch of {n} "
+                     f"(mean {best:.4g}, steps {steps[start]}-{steps[start + n - 1]}); it was lowest there, "
+                     f"{values[i]:.4g}, at step {steps[i]}")]
 
 
 def loss_converged(loss: Series | None) -> bool:

@@ -13,17 +13,20 @@ from utils.diagnose.layer_rules import (
     check_collapsed,
     check_dead_layers,
     check_dead_units,
+    check_layer_vanishing,
     histogram_stats,
     zero_bucket_share,
 )
 from utils.diagnose.roles import (
     LAYER_ROLES,
+    LAYER_SCALAR_ROLES,
     ROLE_TAGS,
     SPLIT_FOLDERS,
     UPDATE_RATIO_PREFIX,
     describe_layer_tags,
     is_non_trainable,
     layer_role,
+    layer_scalar_tags,
     scalar_roles,
 )
 from utils.diagnose.rules import (
@@ -58,7 +61,8 @@ class UnknownTagError(ValueError):
 
     def __init__(self, role: str, tag: str, available: list[str]) -> None:
         shown = ", ".join(available[:8]) + (" ..." if len(available) > 8 else "")
-        super().__init__(f"'{role}={tag}': no run has the {'histogram prefix' if role in LAYER_ROLES else 'tag'} "
+        what = "histogram prefix" if role in LAYER_ROLES else "scalar prefix" if role in LAYER_SCALAR_ROLES else "tag"
+        super().__init__(f"'{role}={tag}': no run has the {what} "
                          f"{tag!r}; the runs' tags include {shown or 'none'}")
         self.role, self.tag = role, tag
 
@@ -235,12 +239,25 @@ def _scalar_findings(roles: dict[str, str], scalars: dict[str, Series]) -> list[
     return findings
 
 
+def _layer_scalar_findings(layer_scalars: dict[str, list[str]], scalars: dict[str, Series]) -> list[Finding]:
+    """vanishing_gradients from the per-layer gradient norms; dead_units from the shares of dead units where
+    logged (a sparse input's layer is mostly zeros, yet every unit fires for some input), else from the
+    exact shares of zeros."""
+    findings = check_layer_vanishing({tag: scalars[tag] for tag in layer_scalars.get("layer_grad_norms", [])})
+    source = "dead_shares" if "dead_shares" in layer_scalars else "zero_shares"
+    for tag in layer_scalars.get(source, []):
+        steps, shares = scalars[tag]
+        findings += check_dead_units(tag, steps, shares, source)
+    return findings
+
+
 def _histogram_findings(layers: dict[str, list[str]], histograms: dict,
-                        converged: bool = False) -> list[Finding]:
+                        converged: bool = False, dead_said: bool = False) -> list[Finding]:
     """Collapsed histograms of every per-layer role; dead layers among the trainable weights; dead units
-    among the activations. An activations histogram of dead units has collapsed to 0 too: that one fact is
-    reported once, as the specific dead_units (whose remedy names the cause, a too-high rate), not again as
-    collapsed_histogram."""
+    among the activations (unless ``dead_said``: the run's per-layer scalars, which count them exactly,
+    named dead units already). An activations histogram of dead units has collapsed to 0 too: that one fact
+    is reported once, as the specific dead_units (whose remedy names the cause, a too-high rate), not again
+    as collapsed_histogram."""
     from utils import tb
 
     findings: list[Finding] = []
@@ -254,7 +271,7 @@ def _histogram_findings(layers: dict[str, list[str]], histograms: dict,
             # a converged run's gradients shrink, rightly; activations all at 0 are dead units, said once
             if not (role == "grads" and converged) and not dead:
                 findings += check_collapsed(tag, frame.step.to_numpy(), stats)
-            findings += dead
+            findings += [] if dead_said else dead
             if role == "weights" and not is_non_trainable(tag):
                 weights[tag] = (frame.step.to_numpy(), stats)
     return findings + check_dead_layers(weights)
@@ -266,7 +283,9 @@ def diagnose_run(name: str, sources: dict[str, Path], overrides: dict[str, str] 
     scalars, histograms, others = load_run(sources)
     roles = scalar_roles(scalars, overrides)
     layers = _layer_tags(histograms, overrides)
-    report = RunReport(name, roles={**roles, **{r: describe_layer_tags(t) for r, t in layers.items()}})
+    layer_scalars = layer_scalar_tags(scalars, roles.values(), overrides)
+    report = RunReport(name, roles={**roles, **{r: describe_layer_tags(t) for r, t in layers.items()},
+                                    **{r: describe_layer_tags(t, "scalar") for r, t in layer_scalars.items()}})
     skipped = _scaler_skips(roles, scalars)
     for tag, series in scalars.items():
         if tag == roles.get("grad_norm"):  # a scaler's skipped steps are no fault
@@ -276,8 +295,11 @@ def diagnose_run(name: str, sources: dict[str, Path], overrides: dict[str, str] 
     report.findings += _scalar_findings(roles, scalars)
     report.findings += check_stalled_layers(
         {t: finite_points(s) for t, s in scalars.items() if t.startswith(UPDATE_RATIO_PREFIX)})
+    from_scalars = _layer_scalar_findings(layer_scalars, scalars)
+    report.findings += from_scalars
     converged = loss_converged(scalars.get(roles.get("loss", "")))
-    report.findings += _histogram_findings(layers, histograms, converged)
+    dead_said = any(f.rule == "dead_units" for f in from_scalars)
+    report.findings += _histogram_findings(layers, histograms, converged, dead_said)
     report.notice = _notice(report.roles, scalars, histograms, others)
     return report
 
@@ -298,6 +320,8 @@ def _check_overrides(overrides: dict[str, str], loaded: list[tuple[dict, dict]])
     for role, tag in overrides.items():
         if role in LAYER_ROLES:
             present = any(t.startswith(tag) for _, histograms in loaded for t in histograms)
+        elif role in LAYER_SCALAR_ROLES:
+            present = any(t.startswith(tag) for scalars, _ in loaded for t in scalars)
         else:
             present = any(tag in scalars for scalars, _ in loaded)
         if not present:

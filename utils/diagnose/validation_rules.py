@@ -23,17 +23,27 @@ def check_overfitting(tag: str, val: Series, train: Series, completed: bool = Fa
     i = int(np.argmin(values))
     best, end = float(values[i]), float(values[-1])
     rise = (end - best) / abs(best) if best else math.inf
-    at_best = train_values[train_steps <= steps[i]][-rule.window:]
-    train_end = float(train_values[-rule.window:].mean())
+    at_best = _training_before(train_steps, train_values, steps, i, rule.window)
+    train_end = float(np.median(train_values[-max(rule.window, len(at_best)):]))
     sparse_excuse = not completed or _accuracy_gained_since(accuracy, steps[i])
     stopped_early = sparse_excuse and len(values) - 1 - i <= rule.guard and not ran_to_its_budget(steps)
-    if rise <= rule.threshold or not len(at_best) or train_end >= at_best.mean() or stopped_early:
+    if rise <= rule.threshold or not len(at_best) or train_end >= np.median(at_best) or stopped_early:
         return []
     if end - best <= NOISE_SE * _point_noise(values[len(values) // 2:]):
         return []
     return [make_finding("overfitting", tag, steps[i], best,
                      f"validation loss was lowest ({best:.4g}) at step {steps[i]} and ended {rise:.0%} above it"
-                     f" while training loss fell from {at_best.mean():.4g} to {train_end:.4g}")]
+                     f" while training loss fell from {np.median(at_best):.4g} to {train_end:.4g}")]
+
+
+def _training_before(train_steps: np.ndarray, train_values: np.ndarray, steps: np.ndarray, i: int,
+                     window: int) -> np.ndarray:
+    """The training loss's points since the evaluation before evaluation ``i``, up to it (at least its last
+    ``window`` points up to it): their median is where training stood at the best validation loss, so that one
+    bad batch at that step does not move it."""
+    since = steps[i - 1] if i > 0 else -np.inf
+    stretch = train_values[(train_steps > since) & (train_steps <= steps[i])]
+    return stretch if len(stretch) >= window else train_values[train_steps <= steps[i]][-window:]
 
 
 def _accuracy_gained_since(accuracy: Series | None, step: int) -> bool:
