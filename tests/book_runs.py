@@ -32,6 +32,8 @@ FAULT_NAMES: dict[str, set[str]] = {
     "data_shift": {"rising_loss", "no_validation_progress"},
     # not a fault: a mixed-precision run whose gradient scaler skipped updates, as designed; the fact is a note
     "scaler_skips": {"scaler_skipped_steps"},
+    # not a fault either: a long run at a constant rate; the two facts are notes (a plateau, if it converged)
+    "no_lr_schedule": {"lr_never_warmed_up", "lr_never_decayed", "plateau"},
     "shuffled_labels": {"no_validation_progress", "plateau"},  # the training loss stalls at chance too
     "not_training": {"divergence", "plateau", "rising_loss"},  # a series written by hand to show a dashboard
 }

@@ -208,6 +208,30 @@ def test_exploding_stays_silent_below_the_runs_own_start():
     assert rules.check_exploding("g", s([5 * k] + [1.0] * (guard + 20) + [6 * k])) != []
 
 
+def test_a_brief_jump_counts_only_when_the_loss_rose_with_it():
+    """A converged small-batch run: the norm sits at 0.08, one hard batch makes it jump to 2.0 for two points
+    (above the start, 1.0), then it falls back. With the loss flat there, no finding; with the loss up by more
+    than LOSS_HURT x its first value, or not finite after it, a finding; a norm that stays up is one whatever
+    the loss."""
+    w = R["exploding_gradients"].window
+    norm = [1.0] * 5 + [0.08] * (2 * w) + [2.0, 1.9, 0.1, 0.09, 0.08] + [0.08] * (2 * w)
+    jump = 5 + 2 * w
+    steps = np.arange(len(norm))
+    flat = np.r_[2.3, np.full(len(norm) - 1, 0.01)]
+    assert rules.check_exploding("g", s(norm), (steps, flat)) == []
+    hurt = flat.copy()
+    hurt[jump:] = 0.01 + 1.1 * rules.LOSS_HURT * 2.3
+    assert names(rules.check_exploding("g", s(norm), (steps, hurt))) == [("exploding_gradients", jump)]
+    barely = flat.copy()
+    barely[jump:] = 0.01 + 0.9 * rules.LOSS_HURT * 2.3
+    assert rules.check_exploding("g", s(norm), (steps, barely)) == []
+    nan = flat.copy()
+    nan[jump + 3] = np.nan
+    assert rules.check_exploding("g", s(norm), (steps, nan)) != []
+    stays = norm[:jump] + [2.0] * 6 + norm[jump + 6:]
+    assert names(rules.check_exploding("g", s(stays), (steps, flat))) == [("exploding_gradients", jump)]
+
+
 def test_exploding_fires_above_the_threshold_only():
     guard, k = int(R["exploding_gradients"].guard), R["exploding_gradients"].threshold
     assert rules.check_exploding("g", s([1.0] * guard + [k])) == []

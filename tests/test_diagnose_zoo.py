@@ -177,8 +177,11 @@ def test_no_healthy_run_of_the_zoo_gets_an_error(small_zoo):
 def test_new_recipes_are_what_they_are_labelled(tmp_path):
     """The data shift: the loss climbs back after update 120; the fp16 run: its scaler skipped its first
     updates (an inf gradient norm with the scale halved there), it learns after, and only the copy that logs
-    the scale is labelled with the fact; the tool says nothing of the other."""
-    labels = zoo.write_zoo(tmp_path, seeds=(0,), recipes=["data_shift", "fp16-scaler"], one_batch=True)
+    the scale is labelled with the fact; the tool says nothing of the other. The long constant-rate run
+    (batches of 8: a converged run's gradient norm jumps 20x at a hard batch, with the loss flat) gets its
+    two notes and nothing else."""
+    labels = zoo.write_zoo(tmp_path, seeds=(0,), recipes=["data_shift", "fp16-scaler", "constant-long"],
+                           one_batch=True)
     shift = _loss(tmp_path, "book/data_shift-b16-s0")
     before, after = shift[100:120].mean(), shift[-40:].mean()
     assert before < 0.5 and after > 2 * before
@@ -194,3 +197,10 @@ def test_new_recipes_are_what_they_are_labelled(tmp_path):
     for run, fault in fp16.items():
         want = [("scaler_skipped_steps", "note")] if fault == "scaler_skips" else []
         assert [(f.rule, f.severity) for f in reports[run].findings] == want, run
+    # 1,000 updates at a constant rate: two notes where the rate is logged, nothing where it is not
+    long = {run: fault for run, fault in labels.items() if "constant-long" in run}
+    assert long["book/constant-long-b8-s0"] == "no_lr_schedule"
+    for run, fault in long.items():
+        notes = [("lr_never_warmed_up", "note"), ("lr_never_decayed", "note")]
+        want = notes if fault == "no_lr_schedule" else []
+        assert sorted((f.rule, f.severity) for f in reports[run].findings) == sorted(want), run

@@ -21,18 +21,19 @@ The Keras recipes (``keras-*``) are the MLP rebuilt in Keras 3 (TensorFlow backe
 for ``Recipe.epochs`` epochs on the same digits split, logged only by Keras's own ``keras.callbacks.TensorBoard``
 (layout ``keras/``): ``train/`` and ``validation/`` sub-writers holding ``epoch_loss``, ``epoch_accuracy`` (and
 ``epoch_learning_rate``, ``evaluation_*_vs_iterations``) as TF2 tensors, and weight histograms every
-``KERAS_HISTOGRAM_EPOCHS`` epochs.
+``KERAS_HISTOGRAM_EPOCHS`` epochs (``tests/zoo_keras.py``).
 
 ``write_zoo(folder)`` writes every recipe at every seed and batch size and returns ``{run name: fault}``;
 run names are ``<layout>/<recipe>-b<batch>-s<seed>`` (what ``utils.diagnose`` calls them when given
-``folder``). Faults are named as in ``tests.book_runs.FAULT_NAMES``, plus ``"healthy"``. One thread.
+``folder``). Faults are named as in ``tests.book_runs.FAULT_NAMES``, plus ``"healthy"``; two are facts, not
+faults (``scaler_skips``, ``no_lr_schedule``), labelled only in the layouts that log them (``SHOWN_IN``).
+One thread.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -40,15 +41,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tests.zoo_keras import train_keras
 from tests.zoo_layouts import WRITERS
 from utils.chapters import ch08_broken_runs as ch08
 
+# facts only some layouts log, and those layouts: a loss scale (the book's only), a learning rate (the book's and
+# Hugging Face's); in any other layout the run is a healthy one
+SHOWN_IN = {"scaler_skips": {"book"}, "no_lr_schedule": {"book", "hf"}}
 HISTOGRAM_EVERY = 25
 UPDATE_RATIO_EVERY = 5
 LAYER_STATS_EVERY = 5
 LAYOUTS = ("book", "tutorial", "split", "hf", "add_scalars")  # the book's, then the others taken in turn
 KERAS_LAYOUT = "keras"  # the Keras recipes' only layout: their callback's own
-KERAS_HISTOGRAM_EPOCHS = 5
 BASE = replace(ch08.Setting(), steps=200)  # depth 2, width 64, ReLU, SGD with momentum at 0.05
 
 
@@ -93,6 +97,8 @@ RECIPES: dict[str, Recipe] = {
     "healthy-adamw": Recipe("healthy", replace(BASE, optimizer="adamw", lr=2e-3, weight_decay=0.01), (16, 32),
                             eval_every=20, warmup=30, decay=True, why="AdamW with warm-up"),
     "healthy-constant": Recipe("healthy", BASE, (32, 64), why="chapter 8's reference: a constant rate"),
+    "constant-long": Recipe("no_lr_schedule", replace(BASE, lr=0.01, steps=1000), (8, 16), eval_every=50,
+                            why="1,000 updates at a constant rate: no warm-up, no decay (two notes)"),
     "lr_too_high": Recipe("lr_too_high", replace(BASE, activation="tanh", lr=2.0), (16, 64),
                           why="tanh units, SGD at 40x the good rate: the loss climbs"),
     "lr_too_high-adamw": Recipe("lr_too_high", replace(BASE, optimizer="adamw", lr=0.5), (16, 64),
@@ -245,7 +251,6 @@ def _misaligned(batch_fn: Callable, start: int) -> Callable:
     return batch
 
 
-BOOK_LAYOUT_ONLY = {"scaler_skips"}  # facts the other layouts do not log (no loss scale)
 FP16_INIT_SCALE = 2.0**24  # above what this MLP's float16 gradients fit: the scaler halves it, skipping
 
 
@@ -317,51 +322,6 @@ def train_recipe(folder: Path, name: str, recipe: Recipe, batch: int, seed: int)
     return Trained(run, _read_back(run), evals, training.per_epoch)
 
 
-# --------------------------------------------------------------------------------------------- Keras
-
-
-def _keras_mlp(setting: ch08.Setting, x_train: np.ndarray | None = None):
-    """Chapter 8's MLP in Keras: a ``Normalization`` layer adapted to ``x_train`` when given (its mean,
-    variance and count are weights that never train: histograms that must not read as dead layers),
-    ``depth`` Dense layers of ``width`` units and ``activation``, ten logits; compiled with SGD (momentum
-    0.9) or AdamW as ``setting.optimizer`` says, as ``ch08.make_optimizer``."""
-    import keras
-
-    layers = []
-    if x_train is not None:
-        # one mean and variance over all pixels: per pixel, the digits' always-dark corners have variance 0,
-        # which Keras divides by (its epsilon, 1e-7), blowing up any validation image lit there
-        layers.append(keras.layers.Normalization(axis=None))
-        layers[0].adapt(x_train)
-    layers += [keras.layers.Dense(setting.width, activation=setting.activation) for _ in range(setting.depth)]
-    model = keras.Sequential([keras.Input((ch08.SIDE * ch08.SIDE,)), *layers, keras.layers.Dense(10)])
-    optimizer = keras.optimizers.SGD(setting.lr, momentum=0.9) if setting.optimizer == "sgd" else \
-        keras.optimizers.AdamW(setting.lr, weight_decay=setting.weight_decay)
-    model.compile(optimizer=optimizer, metrics=["accuracy"],
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    return model
-
-
-def train_keras(path: Path, recipe: Recipe, batch: int, seed: int) -> None:
-    """Train one Keras recipe at one batch size and seed with ``model.fit`` on the digits (the split of
-    ``ch08.digits_data``), logged to ``path`` by ``keras.callbacks.TensorBoard``."""
-    # TensorFlow's ops on one thread, as torch's in write_zoo, and its start-up notices (which would bury the
-    # output) off; it reads these when its runtime starts, so a process that already ran it keeps its own
-    for name, value in {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1",
-                        "TF_CPP_MIN_LOG_LEVEL": "3"}.items():
-        os.environ.setdefault(name, value)
-    import keras
-
-    setting = replace(recipe.setting, batch=batch)
-    data = ch08.digits_data(setting, seed)
-    keras.backend.clear_session()  # layer names restart (dense, dense_1): the same histogram tags in every run
-    keras.utils.set_random_seed(seed)
-    model = _keras_mlp(setting, data.x_train.numpy() if recipe.keras_normalise else None)
-    model.fit(data.x_train.numpy(), data.y_train.numpy(), batch_size=batch, epochs=recipe.epochs, verbose=0,
-              validation_data=(data.x_val.numpy(), data.y_val.numpy()),
-              callbacks=[keras.callbacks.TensorBoard(str(path), histogram_freq=KERAS_HISTOGRAM_EPOCHS)])
-
-
 # --------------------------------------------------------------------------------------------- the zoo
 
 
@@ -398,9 +358,7 @@ def write_zoo(folder: str | Path, seeds: Iterable[int] = (0, 1, 2), recipes: Ite
                 WRITERS[layout](folder / layout / run, train_recipe(folder, run, RECIPES[name], batch, seed))
                 labels[f"book/{run}"] = RECIPES[name].fault
             fault = RECIPES[name].fault
-            # a scaler's skipped updates show only where its scale is logged (the book's layout here): a copy
-            # without it is a healthy run, about which the tool must say nothing
-            labels[f"{layout}/{run}"] = "healthy" if fault in BOOK_LAYOUT_ONLY and layout != "book" else fault
+            labels[f"{layout}/{run}"] = "healthy" if layout not in SHOWN_IN.get(fault, {layout}) else fault
     finally:
         torch.set_num_threads(threads)
     return labels

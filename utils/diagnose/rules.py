@@ -30,6 +30,7 @@ EARLY_JUMP = 1.5  # a jump in the first updates: the later points' median at lea
 NEVER_LEARNED = 0.05  # after a blow-up in the first updates: a loss that ended less than this below where it was
 SPIKE_FOLLOW = 4  # points after a gradient-norm jump, one of which must stay up for it to count
 SPIKE_RETURN = 1.5  # a recovered spike: the loss ends within this x its lowest point before the spike
+LOSS_HURT = 0.1  # a gradient-norm jump that hurt: the loss rose by more than this x its first value
 
 RULES: dict[str, Rule] = {rule.name: rule for rule in (
     Rule("non_finite", "error", math.nan, 0, None,
@@ -106,7 +107,12 @@ RULES: dict[str, Rule] = {rule.name: rule for rule in (
          "`guard` points is the reference) and above the largest of its first `guard` points (the noise of a "
          "converging run jumps 10x a small median while staying below where the run started), and not alone: "
          "one of the SPIKE_FOLLOW points after it is above threshold x that median too, or the run ends or "
-         "goes non-finite there (a small batch's gradient norm jumps once and falls back)",
+         "goes non-finite there (a small batch's gradient norm jumps once and falls back); and either it stayed "
+         "up (the median of those SPIKE_FOLLOW points above threshold x that median) or, where the training "
+         "loss is logged, the loss rose with it (its median over the `window` points from the jump more than "
+         "LOSS_HURT x its first value above its median over the `window` before, or non-finite): a converged "
+         "run's small batch with a hard example makes the norm jump 20x for a point or two while the loss "
+         "stays where it was",
          "clip the gradient norm (TrainConfig.grad_clip), lower the learning rate, add warmup or "
          "normalisation"),
     Rule("vanishing_gradients", "warning", 1e-3, 3, 0.1,
@@ -323,7 +329,7 @@ def loss_converged(loss: Series | None) -> bool:
     return bool(values[-rule.window:].mean() < rule.guard * values[:rule.window].mean())
 
 
-def check_exploding(tag: str, series: Series) -> list[Finding]:
+def check_exploding(tag: str, series: Series, loss: Series | None = None) -> list[Finding]:
     rule = RULES["exploding_gradients"]
     steps, values = finite_points(series)
     first = int(rule.guard)
@@ -333,11 +339,38 @@ def check_exploding(tag: str, series: Series) -> list[Finding]:
         # above the run's own start too: a healthy run's gradient shrinks as it converges, and its noise
         # then jumps 10x a tiny median while staying far below where it began
         if median > 0 and values[i] > max(rule.threshold * median, start) and \
-                _persists(values[i + 1:i + 1 + SPIKE_FOLLOW], rule.threshold * median, series):
+                _persists(values[i + 1:i + 1 + SPIKE_FOLLOW], rule.threshold * median, series) and \
+                (_sustained(values[i + 1:i + 1 + SPIKE_FOLLOW], rule.threshold * median) or
+                 _loss_rose(loss, steps[max(0, i - rule.window)], steps[i],
+                            steps[min(len(steps) - 1, i + rule.window)])):
             return [make_finding("exploding_gradients", tag, steps[i], values[i],
                              f"the gradient norm jumped to {values[i]:.4g} at step {steps[i]}, "
                              f"{values[i] / median:.0f}x the median {median:.4g} of the points before")]
     return []
+
+
+def _sustained(following: np.ndarray, level: float) -> bool:
+    """The norm stayed up: the median of the SPIKE_FOLLOW points after the jump is above ``level`` (or the
+    run ended there)."""
+    return len(following) == 0 or float(np.median(following)) > level
+
+
+def _loss_rose(loss: Series | None, start: int, jump: int, end: int) -> bool:
+    """The jump hurt the run: the training loss's median from the jump's step to ``end`` is more than
+    LOSS_HURT x its first value above its median from ``start`` up to the jump, or it is not finite there,
+    or not logged after it. A converged run's small batch with a hard example makes the gradient norm jump
+    20x for a point or two while the loss stays where it was. True when the run logs no training loss
+    (the jump is then all there is to go by)."""
+    if loss is None:
+        return True
+    steps, values = loss
+    before, after = values[(steps >= start) & (steps < jump)], values[(steps >= jump) & (steps <= end)]
+    if not len(after) or not np.isfinite(after).all():
+        return True
+    before, first = before[np.isfinite(before)], finite_points(loss)[1][:1]
+    if not len(before) or not len(first):
+        return True
+    return float(np.median(after) - np.median(before)) > LOSS_HURT * abs(float(first[0]))
 
 
 def _persists(following: np.ndarray, level: float, series: Series) -> bool:

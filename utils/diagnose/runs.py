@@ -232,7 +232,7 @@ def _scalar_findings(roles: dict[str, str], scalars: dict[str, Series]) -> list[
                                               scalars.get(roles.get("val_accuracy", "")), loss)
     if "grad_norm" in roles:
         grad = scalars[roles["grad_norm"]]
-        findings += check_exploding(roles["grad_norm"], grad)
+        findings += check_exploding(roles["grad_norm"], grad, loss)
         findings += check_vanishing(roles["grad_norm"], grad, loss)
     if "lr" in roles:
         findings += check_learning_rate(roles["lr"], scalars[roles["lr"]])
