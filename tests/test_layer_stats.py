@@ -243,3 +243,18 @@ def test_a_diverged_update_logs_its_layers(tmp_path):
     scalars = tb.read_scalars(tb.run_path("t", "diverged", tmp_path))
     assert set(scalars[scalars.tag.str.startswith("grad_norm/")].step) == {0}
     assert len(scalars[scalars.tag.str.startswith(("grad_norm/", "zero_share/", "dead_share/"))]) == 7
+
+
+def test_the_hooks_go_when_the_update_raises():
+    x, y = _data()
+    model = _relu_net()
+
+    def broken_loss(m, batch):
+        m(batch[0])
+        raise RuntimeError("a loss that fails after the forward pass")
+
+    with pytest.raises(RuntimeError, match="fails after"):
+        with LayerProbe(model) as probe:
+            train_step(model, torch.optim.SGD(model.parameters(), lr=0.1), [(x, y)], broken_loss,
+                       after_backward=probe.after_backward)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
