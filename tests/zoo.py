@@ -2,20 +2,20 @@
 (issue 20: "rules with a noise model, calibrated on a zoo"; ``benchmarks/diagnose_zoo.py`` scores it).
 
 Every training but the GPT's (``gpt-*``: the book's ``utils.gpt.GPT``, two blocks, on the characters of Tiny
-Shakespeare) and the Keras ones (below) is chapter 8's MLP on the 8x8 digits (``utils.chapters.ch08_broken_runs``:
-its ``Setting``, ``digits_data``, ``DeepMLP``, ``make_optimizer``, ``loss_function``); each is trained by the
-book's loop (``utils.loop.train``) and logged by it in the book's layout (``train/loss``, ``train/grad_norm``,
-``train/lr``, ``val/loss``, ``val/accuracy``, ``weights/*`` and ``grads/*`` histograms, ``update_ratio/*``,
-and, with ``layer_stats_every``, ``grad_norm/<matrix>``, ``zero_share/<ReLU>`` and
-``dead_share/<ReLU>``), plus, for the MLP,
-``activations/layers.<i>`` histograms of each hidden layer's output on 256 held-out images (what the
-dead-unit rule reads in a run without zero shares; the loop does not log them). The same training is then
-written again in one other layout (``tests/zoo_layouts.py``), in turn: the PyTorch tutorial's ``Loss/train`` + ``Loss/test`` (tensorboardX), one writer per split
-(``RUN/train`` + ``RUN/val``, each logging ``loss`` and ``accuracy``, torch.utils.tensorboard), or Hugging
-Face's Trainer's tags (``train/loss`` averaged over 10 updates, ``train/grad_norm``, ``train/learning_rate``,
-``train/epoch`` every 10 global steps, 1-based; ``eval/loss`` and ``eval/accuracy`` once per epoch), or the
-curves overlaid by ``add_scalars("loss", {"train": ..., "val": ...})`` (torch.utils.tensorboard: one
-sub-writer per name).
+Shakespeare) and the Keras ones (below) is chapter 8's MLP on the 8x8 digits
+(``utils.chapters.ch08_broken_runs``: its ``Setting``, ``digits_data``, ``DeepMLP``, ``make_optimizer``,
+``loss_function``); each is trained by the book's loop (``utils.loop.train``) and logged by it in the book's
+layout (``train/loss``, ``train/grad_norm``, ``train/lr``, ``val/loss``, ``val/accuracy``, ``weights/*`` and
+``grads/*`` histograms, ``update_ratio/*``, and, with ``layer_stats_every``, ``grad_norm/<matrix>``,
+``zero_share/<ReLU>`` and ``dead_share/<ReLU>``), plus, for the MLP, ``activations/layers.<i>`` histograms of
+each hidden layer's output on 256 held-out images (what the dead-unit rule reads in a run without zero shares;
+the loop does not log them). The same training is then written again in one other layout
+(``tests/zoo_layouts.py``), in turn: the PyTorch tutorial's ``Loss/train`` + ``Loss/test`` (tensorboardX), one
+writer per split (``RUN/train`` + ``RUN/val``, each logging ``loss`` and ``accuracy``,
+torch.utils.tensorboard), or Hugging Face's Trainer's tags (``train/loss`` averaged over 10 updates,
+``train/grad_norm``, ``train/learning_rate``, ``train/epoch`` every 10 global steps, 1-based; ``eval/loss``
+and ``eval/accuracy`` once per epoch), or the curves overlaid by ``add_scalars("loss", {"train": ..., "val":
+...})`` (torch.utils.tensorboard: one sub-writer per name).
 
 The Keras recipes (``keras-*``) are the MLP rebuilt in Keras 3 (TensorFlow backend), trained by ``model.fit``
 for ``Recipe.epochs`` epochs on the same digits split, logged only by Keras's own ``keras.callbacks.TensorBoard``

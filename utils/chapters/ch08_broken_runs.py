@@ -255,7 +255,8 @@ def train_setting(name: str, setting: Setting, *, chapter: str = "ch08", eval_ev
     config = loop.TrainConfig(max_steps=setting.steps, lr=setting.lr, min_lr=setting.lr, warmup_steps=0,
                               grad_clip=setting.grad_clip, eval_every=eval_every,
                               histogram_every=histogram_every, update_ratio_every=update_ratio_every,
-                              layer_stats_every=layer_stats_every, early_stopping_patience=setting.patience, restore_best=False, progress=False)
+                              layer_stats_every=layer_stats_every, early_stopping_patience=setting.patience,
+                              restore_best=False, progress=False)
     batch_fn = (shifted_batches(data, setting.batch, seed) if setting.augment
                 else batches.epoch_batches(data.x_train, data.y_train, setting.batch, seed=seed))
     val = [(data.x_val, data.y_val)]

@@ -7,12 +7,12 @@ logs alike, TF2 tensor-stored scalars included; a step written twice, as by a re
 the value written last) and reports, per run, what went wrong, with its evidence: rule, tag, step, value, a
 one-line explanation and what to do. It never writes into the folder it reads.
 
-Every rule and every threshold is in ``RULES`` (``--rules`` prints it). Which tag plays which role is the
-role table, ``utils.diagnose.roles``; each run's report has a line ``roles: loss=..., val_loss=...; not
-found: ...``. The roles: ``loss`` (training loss), ``val_loss`` (validation, eval or test loss evaluated
-during training), ``train_accuracy``, ``val_accuracy``, ``lr``, ``grad_norm``, ``loss_scale`` (scalars:
-the first tag of the role's list in ``ROLE_TAGS`` that a run has plays it), and ``weights``, ``grads``,
-``activations`` (histograms, by prefix or suffix: ``weights/*``, ``grads/*``, ``activations/*``, Keras's
+Every rule and every threshold is in ``RULES`` (``--rules`` prints it). Which tag plays which role is the role
+table, ``utils.diagnose.roles``; each run's report has a line ``roles: loss=..., val_loss=...; not found:
+...``. The roles: ``loss`` (training loss), ``val_loss`` (validation, eval or test loss evaluated during
+training), ``train_accuracy``, ``val_accuracy``, ``lr``, ``grad_norm``, ``loss_scale`` (scalars: the first tag
+of the role's list in ``ROLE_TAGS`` that a run has plays it), and ``weights``, ``grads``, ``activations``
+(histograms, by prefix or suffix: ``weights/*``, ``grads/*``, ``activations/*``, Keras's
 ``<layer>/<weight>/histogram``, torch's ``fc.weight`` and ``fc.weight.grad``); ``update_ratio/*`` scalars are
 read per layer too. The table knows the book's tags (``train/loss``, ``val/loss``, ``train/grad_norm``,
 ``train/lr``, ``val/accuracy``), the PyTorch tutorial's (``Loss/train``, ``Loss/test``, ``Accuracy/test``),
@@ -23,13 +23,14 @@ Keras (``epoch_loss``, ``epoch_accuracy``, ``epoch_learning_rate``, ``batch_loss
 logs them with ``layer_stats_every``: ``layer_grad_norms`` (``grad_norm/<matrix>``; Lightning's
 ``grad_2.0_norm/<param>``), ``zero_shares`` (``zero_share/<ReLU>``, the share of a layer's outputs that are
 exactly 0; TensorFlow estimators' ``<layer>/fraction_of_zero_values``) and ``dead_shares``
-(``dead_share/<ReLU>``, the share of its units that output 0 for every input of a batch). A run written as one writer per split (``RUN/train``, ``RUN/val``,
-``RUN/validation``, ``RUN/eval``, ``RUN/test``: Keras's callback, or the usual way to overlay curves) is one
-run ``RUN``: the ``train`` writer's tags as they are (its ``loss`` is the training loss), the others' prefixed
-with their folder (``val/loss``, ``validation/epoch_loss``: the validation loss, never a training loss).
-So are ``add_scalars``'s sub-writers (``RUN/loss_train`` and ``RUN/loss_val`` from torch.utils.tensorboard,
-``RUN/loss/train`` and ``RUN/loss/val`` from tensorboardX, each holding the one tag ``loss``): one run ``RUN``
-whose tags are ``loss/train`` and ``loss/val``. A tag the table lists in other capitals plays its role too.
+(``dead_share/<ReLU>``, the share of its units that output 0 for every input of a batch). A run written as one
+writer per split (``RUN/train``, ``RUN/val``, ``RUN/validation``, ``RUN/eval``, ``RUN/test``: Keras's
+callback, or the usual way to overlay curves) is one run ``RUN``: the ``train`` writer's tags as they are (its
+``loss`` is the training loss), the others' prefixed with their folder (``val/loss``,
+``validation/epoch_loss``: the validation loss, never a training loss). So are ``add_scalars``'s sub-writers
+(``RUN/loss_train`` and ``RUN/loss_val`` from torch.utils.tensorboard, ``RUN/loss/train`` and ``RUN/loss/val``
+from tensorboardX, each holding the one tag ``loss``): one run ``RUN`` whose tags are ``loss/train`` and
+``loss/val``. A tag the table lists in other capitals plays its role too.
 
 ``--tag role=TAG`` (repeatable) names the tag that plays a role instead of the table, in every run that has
 it (for ``weights``, ``grads``, ``activations``: a prefix of histogram tags; a per-split writer's tags carry
@@ -56,5 +57,5 @@ from utils.diagnose.runs import RunReport, UnknownTagError, diagnose, diagnose_r
 # roles.py: which tag plays which role; rules.py: the table and the checks of the training loss and the
 # gradient norm; validation_rules.py: overfitting and no progress; layer_rules.py: the per-layer histograms;
 # runs.py: reading runs and a report per run; cli.py: the output.
-__all__ = ["LAYER_ROLES", "LAYER_SCALAR_ROLES", "RULES", "ROLES", "ROLE_TAGS", "Finding", "Rule", "RunReport", "UnknownTagError",
-           "diagnose", "diagnose_run", "format_report", "format_rules", "main", "to_json"]
+__all__ = ["LAYER_ROLES", "LAYER_SCALAR_ROLES", "RULES", "ROLES", "ROLE_TAGS", "Finding", "Rule", "RunReport",
+           "UnknownTagError", "diagnose", "diagnose_run", "format_report", "format_rules", "main", "to_json"]

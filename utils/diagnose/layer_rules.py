@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 
-from utils.diagnose.rules import RULES, Finding, Series, finite_points, make_finding, stays_from
+from utils.diagnose.rules import RULES, Finding, Series, finite_points, make_finding, stays_from, step_table
 
 # a bias, or a norm layer's gain (LayerNorm, BatchNorm, RMSNorm: ln_1.weight, bn1.weight, norm.weight), in
 # any part of a tag (grad_norm/fc.bias, fc.bias/grad_norm): small gradients by nature (a bias before a
@@ -97,14 +97,11 @@ def check_layer_vanishing(norms: dict[str, Series]) -> list[Finding]:
     logged step of the last half of the run (at least `window` steps), the smallest matrix's gradient norm is
     below threshold x the largest's. Steps where a norm is exactly 0 are left out: no gradient at all is
     what dead units pass back (dead_units names them), not a vanishing one."""
-    import pandas as pd
-
     rule = RULES["vanishing_gradients"]
     matrices = {tag: finite_points(series) for tag, series in norms.items() if is_matrix_tag(tag)}
     if len(matrices) < 2:
         return []
-    table = pd.DataFrame({tag: pd.Series(values, index=steps) for tag, (steps, values) in matrices.items()})
-    table = table.dropna()
+    table = step_table(matrices).dropna()
     table = table[table.min(axis=1) > 0]
     ratio = (table.min(axis=1) / table.max(axis=1)).to_numpy()
     first = stays_from(ratio < rule.threshold)

@@ -336,13 +336,13 @@ def check_exploding(tag: str, series: Series, loss: Series | None = None) -> lis
     start = float(np.max(values[:first])) if len(values) else 0.0
     for i in range(min(first, len(values)), len(values)):
         median = float(np.median(values[max(0, i - rule.window):i]))
+        level, following = rule.threshold * median, values[i + 1:i + 1 + SPIKE_FOLLOW]
         # above the run's own start too: a healthy run's gradient shrinks as it converges, and its noise
         # then jumps 10x a tiny median while staying far below where it began
-        if median > 0 and values[i] > max(rule.threshold * median, start) and \
-                _persists(values[i + 1:i + 1 + SPIKE_FOLLOW], rule.threshold * median, series) and \
-                (_sustained(values[i + 1:i + 1 + SPIKE_FOLLOW], rule.threshold * median) or
-                 _loss_rose(loss, steps[max(0, i - rule.window)], steps[i],
-                            steps[min(len(steps) - 1, i + rule.window)])):
+        if median <= 0 or values[i] <= max(level, start) or not _persists(following, level, series):
+            continue
+        around = steps[max(0, i - rule.window)], steps[i], steps[min(len(steps) - 1, i + rule.window)]
+        if _sustained(following, level) or _loss_rose(loss, *around):
             return [make_finding("exploding_gradients", tag, steps[i], values[i],
                              f"the gradient norm jumped to {values[i]:.4g} at step {steps[i]}, "
                              f"{values[i] / median:.0f}x the median {median:.4g} of the points before")]
@@ -398,13 +398,18 @@ def check_vanishing(tag: str, series: Series, loss: Series | None) -> list[Findi
                      f"({values[first] / start:.1e}x its start {start:.3g}) and stayed there")]
 
 
+def step_table(series: dict[str, Series]):
+    """Per-layer series as one table: a row per step, a column per tag (NaN where a tag has no point)."""
+    import pandas as pd
+
+    return pd.DataFrame({tag: pd.Series(values, index=steps) for tag, (steps, values) in series.items()})
+
+
 def check_stalled_layers(ratios: dict[str, Series]) -> list[Finding]:
     rule = RULES["stalled_layer"]
     if len(ratios) < 2:
         return []
-    import pandas as pd
-
-    table = pd.DataFrame({tag: pd.Series(values, index=steps) for tag, (steps, values) in ratios.items()})
+    table = step_table(ratios)
     findings = []
     for tag in table.columns:
         others = table.drop(columns=tag).median(axis=1)
